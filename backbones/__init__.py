@@ -1,0 +1,1 @@
+"""Backbones (ResNet-12), supervised pretraining and checkpoints."""

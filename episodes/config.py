@@ -1,0 +1,36 @@
+"""Config sections owned by `episodes`: which dataset, and which episodes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DatasetConfig:
+    """Args:
+        name: registered dataset (`glyphs`, `cifar_fs`, `mini_imagenet`, `image_folder`).
+        path: explicit location (needed by `image_folder`); others look under the data root.
+        image_size: square side the images are resized to.
+    """
+
+    name: str = "glyphs"
+    path: str | None = None
+    image_size: int = 32
+
+
+@dataclass
+class EpisodesConfig:
+    """Args:
+        n_way: classes per episode.
+        k_shot: support images per class; a list runs each setting on its own episodes.
+        n_query: query images per class.
+        count: episodes per setting.
+        seed: seed of the episode sets.
+        split: the split evaluated (`novel`, or `val`).
+    """
+
+    n_way: int = 5
+    k_shot: list[int] = field(default_factory=lambda: [1, 5])
+    n_query: int = 15
+    count: int = 600
+    seed: int = 0
+    split: str = "novel"

@@ -1,0 +1,74 @@
+"""Atomic writes and fingerprints shared by every package."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write a file so that readers see either the old file or the complete new one.
+
+    Args:
+        path: destination.
+        write: called with a binary file object open on a temporary file in the same folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write `data` to `path`."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write UTF-8 `text` to `path`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: object) -> Path:
+    """Atomically `torch.save` an object made of tensors and plain containers."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def tensor_digest(hasher: "hashlib._Hash", tensor: torch.Tensor) -> None:
+    """Feed a tensor's dtype, shape and bytes into a hash."""
+    tensor = tensor.detach().cpu().contiguous()
+    hasher.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    hasher.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
+def fingerprint(tensors: Iterable[torch.Tensor], strings: Iterable[str] = ()) -> str:
+    """A short, stable hex digest of tensors and strings (16 hex digits of sha256)."""
+    hasher = hashlib.sha256()
+    for tensor in tensors:
+        tensor_digest(hasher, tensor)
+    for text in strings:
+        hasher.update(text.encode("utf-8") + b"\0")
+    return hasher.hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Full sha256 hex digest of a file's bytes."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()

@@ -1,0 +1,90 @@
+"""Datasets registered by name; `load_dataset` finds them under the data root."""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from episodes.base import FewShotDataset, resize_images, Split
+from episodes.errors import fail
+
+DEFAULT_DATA_ROOT = Path("~/.cache/fewshot")
+_DATASETS: dict[str, type["DatasetSource"]] = {}
+SourceType = TypeVar("SourceType", bound=type["DatasetSource"])
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """The data root: the argument, else env `FEWSHOT_DATA`, else `~/.cache/fewshot`."""
+    chosen = data_root or os.environ.get("FEWSHOT_DATA") or DEFAULT_DATA_ROOT
+    return Path(chosen).expanduser()
+
+
+class DatasetSource(ABC):
+    """A dataset the suite can read. Subclass it and decorate with `@register_dataset`.
+
+    `layout` describes, for `fewshot datasets`, what the files look like on disk.
+    """
+
+    name: str = ""
+    layout: str = ""
+
+    @abstractmethod
+    def find(self, data_root: Path, path: Path | None) -> Path | None:
+        """Where this dataset's files are under `data_root` (or at `path`), or None."""
+
+    @abstractmethod
+    def load(self, data_root: Path, path: Path | None, image_size: int) -> FewShotDataset:
+        """Read the dataset; raise `UserError` naming the fix if files are missing or bad."""
+
+
+def register_dataset(name: str) -> Callable[[SourceType], SourceType]:
+    """Class decorator that registers a `DatasetSource` under `name`."""
+    def add(cls: SourceType) -> SourceType:
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        cls.name = name
+        _DATASETS[name] = cls
+        return cls
+    return add
+
+
+def available_datasets() -> list[str]:
+    """Names of the registered datasets."""
+    _import_builtin_sources()
+    return sorted(_DATASETS)
+
+
+def get_dataset_source(name: str) -> DatasetSource:
+    """The registered source called `name`; an unknown name is an error listing the known ones."""
+    _import_builtin_sources()
+    if name not in _DATASETS:
+        raise fail(f"Unknown dataset {name!r}.", f"Known datasets: {', '.join(sorted(_DATASETS))}.")
+    return _DATASETS[name]()
+
+
+def load_dataset(name: str, data_root: str | os.PathLike | None = None,
+                 path: str | os.PathLike | None = None, image_size: int | None = None) -> FewShotDataset:
+    """Load a registered dataset, resized to `image_size` if given.
+
+    Args:
+        name: registry name, see `available_datasets()`.
+        data_root: folder holding the datasets (default: `resolve_data_root()`).
+        path: explicit location, for datasets that take one (`image_folder`).
+        image_size: square side in pixels; None keeps the native size.
+    """
+    source = get_dataset_source(name)
+    root = resolve_data_root(data_root)
+    dataset = source.load(root, Path(path).expanduser() if path else None, image_size or 0)
+    if not image_size:
+        return dataset
+    resized = {split: Split(resize_images(getattr(dataset, split).images, image_size),
+                            getattr(dataset, split).labels, getattr(dataset, split).class_names)
+               for split in ("base", "val", "novel")}
+    return FewShotDataset(dataset.name, **resized)
+
+
+def _import_builtin_sources() -> None:
+    # Imported lazily so that `episodes` imports fast and a broken optional source cannot
+    # break the others.
+    import episodes.sources  # noqa: F401

@@ -1,0 +1,5 @@
+import sys
+
+from fewshot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""The `fewshot` command line: `fewshot --help` lists the commands."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from episodes.errors import UserError
+
+Command = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):
+    """Register a subcommand: `arguments` adds its options, the decorated function runs it."""
+    def add(run: Command) -> Command:
+        _COMMANDS[name] = (help, arguments, run)
+        return run
+    return add
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run the pipeline."""
+    parser.add_argument("--config", help="YAML config (default: the built-in demo)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, values parsed as YAML scalars")
+    parser.add_argument("--output-dir", help="run directory (default: runs/<config>-<timestamp>)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--seed", type=int, default=None, help="overrides episodes.seed")
+
+
+def console_for(args: argparse.Namespace) -> Console:
+    """The console commands print to; `--quiet` silences it."""
+    return Console(quiet=getattr(args, "quiet", False), stderr=False)
+
+
+@command("datasets", "known datasets and whether each is found under the data root")
+def run_datasets(args: argparse.Namespace) -> int:
+    from episodes import available_datasets, get_dataset_source, resolve_data_root
+    root = resolve_data_root(args.data_root)
+    table = Table(title=f"Datasets under {root}")
+    for column in ("name", "found", "expected layout"):
+        table.add_column(column)
+    for name in available_datasets():
+        source = get_dataset_source(name)
+        location = source.find(root, None)
+        table.add_row(name, f"[green]yes[/] {location}" if location else "[red]no[/]", source.layout)
+    console_for(args).print(table)
+    return 0
+
+
+@command("heads", "registered head optimizers, plug-ins included")
+def run_heads(args: argparse.Namespace) -> int:
+    import dataclasses
+    from fewshot.heads import available_heads, head_class
+    table = Table(title="Head optimizers")
+    for column in ("name", "class", "settings (defaults)"):
+        table.add_column(column)
+    for name in available_heads():
+        cls = head_class(name)
+        settings = ", ".join(f"{f.name}={getattr(cls.Config(), f.name)!r}" for f in dataclasses.fields(cls.Config))
+        table.add_row(name, f"{cls.__module__}.{cls.__qualname__}", settings)
+    console_for(args).print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import fewshot.commands  # noqa: F401  (registers the pipeline commands)
+    from fewshot import __version__
+    parser = argparse.ArgumentParser(prog="fewshot", description="Few-shot benchmark suite: frozen "
+                                     "backbone features, interchangeable head optimizers.")
+    parser.add_argument("--version", action="version", version=f"fewshot {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, arguments, run) in _COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--data-root", default=None,
+                         help="dataset folder (default: $FEWSHOT_DATA, else ~/.cache/fewshot)")
+        sub.add_argument("--quiet", action="store_true", help="print only errors")
+        arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `fewshot` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except UserError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[bold red]interrupted:[/] no partial results were written.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The plug-in point: a head optimizer fits a linear head on a batch of episodes.
+
+Example plug-in:
+    >>> @register_head("my_head")
+    ... class MyHead(HeadOptimizer):
+    ...     @dataclass
+    ...     class Config:
+    ...         steps: int = 10
+    ...     def fit(self, support, labels, n_way, *, generator):
+    ...         ...
+    ...         return HeadFit(weight, bias, stats={})
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable, ClassVar, TypeVar
+
+import torch
+
+from episodes.errors import fail
+
+ENTRY_POINT_GROUP = "fewshot.heads"
+_HEADS: dict[str, type["HeadOptimizer"]] = {}
+_plugins_loaded = False
+HeadType = TypeVar("HeadType", bound=type["HeadOptimizer"])
+
+
+@dataclass
+class HeadFit:
+    """Fitted linear heads of a batch of episodes: logits = features @ weight + bias.
+
+    Args:
+        weight: [E, D, n_way].
+        bias: [E, n_way].
+        stats: per-episode statistics, each a tensor [E] (e.g. `steps`, `evaluations`).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class HeadOptimizer(ABC):
+    """Base class of head optimizers. Subclass, define `Config` (a dataclass) and `fit`.
+
+    Args:
+        config: the head's settings; keyword arguments override single fields.
+    """
+
+    name: ClassVar[str] = ""
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        base = config if config is not None else self.Config()
+        self.config = dataclasses.replace(base, **overrides) if overrides else base
+
+    @abstractmethod
+    def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
+            generator: torch.Generator) -> HeadFit:
+        """Fit one head per episode.
+
+        Args:
+            support: [E, S, D] support features.
+            labels: [E, S] labels in [0, n_way).
+            n_way: classes per episode.
+            generator: the only source of randomness, so that fits are reproducible.
+        """
+
+    def predict(self, fit: HeadFit, features: torch.Tensor) -> torch.Tensor:
+        """Logits [E, Q, n_way] of features [E, Q, D] under the fitted heads."""
+        return torch.baddbmm(fit.bias.unsqueeze(1), features, fit.weight)
+
+
+def register_head(name: str) -> Callable[[HeadType], HeadType]:
+    """Class decorator that registers a `HeadOptimizer` under `name`."""
+    def add(cls: HeadType) -> HeadType:
+        if name in _HEADS and _HEADS[name] is not cls:
+            raise ValueError(f"head {name!r} is registered twice")
+        cls.name = name
+        _HEADS[name] = cls
+        return cls
+    return add
+
+
+def _load_heads() -> None:
+    global _plugins_loaded
+    import fewshot.heads.builtin  # noqa: F401  (registers the built-in heads)
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception as error:  # a broken plug-in must not take the suite down
+            raise fail(f"The head plug-in {entry.name!r} ({entry.value}) failed to import: {error}.",
+                       "Fix or uninstall the package that provides it.") from error
+        if isinstance(loaded, type) and issubclass(loaded, HeadOptimizer) and entry.name not in _HEADS:
+            register_head(entry.name)(loaded)
+
+
+def available_heads() -> list[str]:
+    """Names of the registered heads, plug-ins included."""
+    _load_heads()
+    return sorted(_HEADS)
+
+
+def head_class(name: str) -> type[HeadOptimizer]:
+    """The class registered as `name`; an unknown name is an error listing the known ones."""
+    _load_heads()
+    if name not in _HEADS:
+        raise fail(f"Unknown head optimizer {name!r}.",
+                   f"Registered heads: {', '.join(sorted(_HEADS))}.")
+    return _HEADS[name]
+
+
+def get_head(name: str, **config: Any) -> HeadOptimizer:
+    """An instance of the head `name` with config fields set from keyword arguments."""
+    cls = head_class(name)
+    from fewshot.config import build_dataclass  # late: config imports heads for validation
+    return cls(build_dataclass(cls.Config, config, f"heads.{name}"))
