@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import time
+from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
 
-from episodes.errors import UserError
+from episodes.errors import UserError, fail
 
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
@@ -31,6 +32,33 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="run directory (default: runs/<config>-<timestamp>)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=None, help="overrides episodes.seed")
+
+
+def resolve_device(args: argparse.Namespace) -> str:
+    """`--device`, else cuda when available, else cpu."""
+    import torch
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_output_dir(args: argparse.Namespace, config_name: str) -> Path:
+    """`--output-dir`, else `runs/<config>-<timestamp>`; fails early if it cannot be written."""
+    path = Path(args.output_dir) if args.output_dir else Path("runs") / f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise fail(f"The output directory {str(path)!r} cannot be written ({error.strerror}).",
+                   "Pass --output-dir with a folder you can write to.") from None
+    return path
+
+
+def load_run_config(args: argparse.Namespace):
+    """The config of a pipeline command: --config, overrides, and --seed."""
+    from fewshot.config import load_config
+    overrides = list(args.overrides) + ([f"episodes.seed={args.seed}"] if args.seed is not None else [])
+    return load_config(args.config, overrides)
 
 
 def console_for(args: argparse.Namespace) -> Console:
