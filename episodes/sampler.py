@@ -122,16 +122,24 @@ class EpisodeSampler:
     def _draw(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         n_classes, width = self._table.shape
         per_class = self.k_shot + self.n_query
-        # Random integer keys with the position in the low bits: no ties, so the selection is
-        # the same on every machine and with any sort implementation.
+        # Classes: the n_way smallest of distinct integer keys (the position breaks ties), so the
+        # choice is the same on every machine and with any top-k implementation.
         class_keys = torch.randint(0, 1 << 40, (count, n_classes), generator=generator)
         rows = torch.topk(class_keys * n_classes + torch.arange(n_classes), self.n_way,
                           largest=False, sorted=True).indices                     # [E, n_way]
-        keys = torch.randint(0, 1 << 40, (count, self.n_way, width), generator=generator)
-        keys = keys * width + torch.arange(width)
-        keys.masked_fill_(torch.arange(width) >= self._counts[rows].unsqueeze(-1), torch.iinfo(torch.int64).max)
-        picks = torch.topk(keys, per_class, largest=False, sorted=True).indices   # [E, n_way, k+q]
-        images = torch.gather(self._table[rows], 2, picks)
+        # Images: the first k+q steps of a Fisher-Yates shuffle of each chosen class, for all
+        # episodes at once; k+q random numbers per class instead of one per image.
+        sizes = self._counts[rows].flatten()                                      # [E * n_way]
+        # order[j, r]: image at position j of row r's shuffle (rows are the episode classes).
+        order = torch.arange(width, dtype=torch.int32).unsqueeze(1).repeat(1, count * self.n_way)
+        uniform = torch.rand((per_class, count * self.n_way), generator=generator, dtype=torch.float64)
+        for step in range(per_class):
+            swap = (step + (uniform[step] * (sizes - step)).long()).unsqueeze(0)
+            current = order[step].clone()
+            order[step] = order.gather(0, swap).squeeze(0)
+            order.scatter_(0, swap, current.unsqueeze(0))
+        picks = order[:per_class].T.reshape(count, self.n_way, per_class).long()
+        images = self._table[rows.unsqueeze(-1), picks]                           # [E, n_way, k+q]
         support = images[:, :, :self.k_shot].reshape(count, -1)
         query = images[:, :, self.k_shot:].reshape(count, -1)
         return self.classes[rows], support, query

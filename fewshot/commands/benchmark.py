@@ -1,0 +1,26 @@
+"""`fewshot benchmark`: the whole pipeline, from images to a leaderboard."""
+from __future__ import annotations
+
+import argparse
+
+from episodes import load_dataset
+from fewshot.cli import command
+from fewshot.commands.evaluate import add_evaluate_options, existing_checkpoint, prepare_run
+from fewshot.commands.pretrain import run_pretraining
+from fewshot.pipeline import evaluate_checkpoint
+
+
+@command("benchmark", "pretrain (or load --checkpoint), then evaluate every head; the built-in demo "
+         "with no --config", lambda parser: add_evaluate_options(parser, checkpoint_required=False))
+def run_benchmark(args: argparse.Namespace) -> int:
+    config, run = prepare_run(args)
+    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    if args.checkpoint:
+        checkpoint = existing_checkpoint(args.checkpoint)
+    else:
+        checkpoint = run_pretraining(config, dataset, run.output_dir, run.device, resume=args.resume,
+                                     quiet=args.quiet)
+    evaluate_checkpoint(config, dataset, checkpoint, run)
+    if run.world.rank == 0:
+        run.console.print(f"results, leaderboard.md and accuracy.png written to {run.output_dir}")
+    return 0

@@ -1,0 +1,53 @@
+"""`fewshot evaluate --checkpoint PATH`: the second half of the benchmark (features -> results)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from episodes import load_dataset
+from episodes.errors import fail
+from fewshot.cli import (add_run_options, command, console_for, load_run_config, resolve_device,
+                         resolve_output_dir)
+from fewshot.config import Config
+from fewshot.distributed import join_world
+from fewshot.pipeline import RunContext, evaluate_checkpoint
+
+
+def add_evaluate_options(parser: argparse.ArgumentParser, checkpoint_required: bool) -> None:
+    add_run_options(parser)
+    parser.add_argument("--checkpoint", required=checkpoint_required,
+                        help="backbone checkpoint (from `fewshot pretrain`)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --output-dir, keeping finished work")
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[Config, RunContext]:
+    """Config, output directory, device and ranks of a pipeline command."""
+    config = load_run_config(args)
+    device = resolve_device(args)
+    world = join_world(device)
+    # Every rank must write into rank 0's directory, whose default name holds a timestamp.
+    output_dir = Path(world.gather(str(resolve_output_dir(args, config.name)) if world.rank == 0 else None)[0])
+    return config, RunContext(output_dir=output_dir, device=device, data_root=args.data_root,
+                              console=console_for(args), world=world, resume=args.resume)
+
+
+def existing_checkpoint(path: str) -> Path:
+    checkpoint = Path(path)
+    if not checkpoint.is_file():
+        raise fail(f"The checkpoint {path!r} does not exist.",
+                   "Pass --checkpoint with a file written by `fewshot pretrain` (checkpoint-best.pt in its "
+                   "run directory).")
+    return checkpoint
+
+
+@command("evaluate", "evaluate the configured heads on a pretrained backbone's features",
+         lambda parser: add_evaluate_options(parser, checkpoint_required=True))
+def run_evaluate(args: argparse.Namespace) -> int:
+    config, run = prepare_run(args)
+    checkpoint = existing_checkpoint(args.checkpoint)
+    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    evaluate_checkpoint(config, dataset, checkpoint, run)
+    if run.world.rank == 0:
+        run.console.print(f"results written to {run.output_dir}")
+    return 0

@@ -1,0 +1,155 @@
+"""From a checkpoint to results files: features -> episodes -> heads -> statistics -> export."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from backbones.checkpoint import checkpoint_sha256, load_checkpoint
+from backbones.features import extract_features
+from episodes import EpisodeSampler, FewShotDataset, resolve_data_root
+from episodes.errors import fail
+from episodes.io import atomic_write_text
+from fewshot.config import Config, config_to_dict
+from fewshot.distributed import World
+from fewshot.evaluate import evaluate_heads
+from fewshot.features import FeatureCache, cache_key
+from fewshot.leaderboard import merge, to_markdown
+from fewshot.plot import plot_accuracy
+from fewshot.results import build_results, read_results, results_filename, write_csv, write_results
+
+IMAGE_PREPROCESSING = "backbones.augment.to_float/v1"
+
+
+@dataclass
+class RunContext:
+    """Where and how a pipeline command runs.
+
+    Args:
+        output_dir: run directory for results files.
+        device: torch device of the backbone and heads.
+        data_root: dataset root (the feature cache lives in `<data_root>/features`).
+        console: where progress and tables go.
+        world: this process's place among distributed ranks.
+        resume: keep results files already written for the same episodes, checkpoint and config.
+    """
+
+    output_dir: Path
+    device: str
+    data_root: Path | None
+    console: Console
+    world: World
+    resume: bool = False
+
+
+def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, run: RunContext) -> torch.Tensor:
+    """Raw backbone features of the evaluated split, from the cache when possible."""
+    split = dataset.split(config.episodes.split)
+    key = cache_key(checkpoint_sha256=checkpoint_sha256(checkpoint), split=split,
+                    split_name=config.episodes.split, preprocessing=IMAGE_PREPROCESSING)
+    cache = FeatureCache(resolve_data_root(run.data_root) / "features",
+                         log=lambda message: run.console.print(f"[dim]{message}[/]"))
+
+    def compute() -> torch.Tensor:
+        model, _ = load_checkpoint(checkpoint, device=run.device)
+        run.console.print(f"extracting features of {len(split)} {config.episodes.split} images")
+        return extract_features(model, split.images, batch_size=config.features.batch_size, device=run.device)
+
+    # Rank 0 fills the cache first so that the other ranks read it instead of recomputing.
+    features = None
+    if run.world.rank == 0:
+        features, _ = cache.get_or_compute(key, compute)
+    run.world.barrier()
+    if features is None:
+        features, _ = cache.get_or_compute(key, compute)
+    if not torch.isfinite(features).all():
+        raise fail(f"The backbone in {checkpoint} produced NaN or infinite features.",
+                   "The checkpoint is broken (diverged training?): pretrain again with a lower "
+                   "pretrain.lr, or pass another --checkpoint.")
+    return features
+
+
+def _reusable(path: Path, doc_identity: dict[str, Any]) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    doc = read_results(path)
+    same = all(doc.get(section, {}).get(key) == value
+               for section, fields in doc_identity.items() for key, value in fields.items())
+    return doc if same else None
+
+
+def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Path,
+                        run: RunContext) -> list[dict[str, Any]]:
+    """Evaluate every head on every configured episode setting; write and return the results.
+
+    Args:
+        config: the run config (dataset, episodes, features, heads).
+        dataset: the loaded dataset.
+        checkpoint: the backbone checkpoint.
+        run: output directory, device, console, ranks.
+    """
+    features = split_features(config, dataset, checkpoint, run)
+    split = dataset.split(config.episodes.split)
+    _, info = load_checkpoint(checkpoint, device="cpu")
+    sha = checkpoint_sha256(checkpoint)
+    settings = config.episodes
+    docs = []
+    for k_shot in settings.k_shot:
+        episodes = EpisodeSampler(split.labels, settings.n_way, k_shot, settings.n_query,
+                                  settings.seed).sample(settings.count)
+        path = run.output_dir / results_filename(settings.n_way, k_shot)
+        identity = {"episodes": {"fingerprint": episodes.fingerprint},
+                    "backbone": {"checkpoint_sha256": sha}, "config": {"heads": config.heads}}
+        if run.resume and (done := _reusable(path, identity)) is not None:
+            run.console.print(f"{path.name} already complete for these episodes; keeping it")
+            docs.append(done)
+            continue
+        with _progress(run) as progress:
+            tasks = {name: progress.add_task(f"{settings.n_way}-way {k_shot}-shot {name}",
+                                             total=len(episodes)) for name in config.heads}
+            heads = evaluate_heads(features, episodes, config.heads, config.features, seed=settings.seed,
+                                   device=run.device, rank=run.world.rank, world_size=run.world.size,
+                                   gather=run.world.gather,
+                                   on_chunk=lambda name, done: progress.advance(tasks[name], done))
+        doc = build_results(
+            config=config_to_dict(config),
+            dataset={"name": dataset.name, "split": settings.split, "fingerprint": split.fingerprint},
+            backbone={"name": info["backbone"], "config": info["backbone_config"],
+                      "checkpoint_sha256": sha, "checkpoint": str(checkpoint)},
+            episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
+                      "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
+            heads=heads)
+        if run.world.rank == 0:
+            write_results(path, doc)
+        docs.append(doc)
+    if run.world.rank == 0:
+        export(docs, run)
+    return docs
+
+
+def export(docs: list[dict[str, Any]], run: RunContext) -> None:
+    """results.csv, leaderboard.md, accuracy.png and a summary table of a run's results."""
+    write_csv(run.output_dir / "results.csv", docs)
+    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs)))
+    plot_accuracy(docs, run.output_dir / "accuracy.png")
+    table = Table(title=f"Results in {run.output_dir}")
+    for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):
+        table.add_column(column, justify="right" if column != "head" else "left")
+    for doc in docs:
+        setting = f"{doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot"
+        for head in sorted(doc["heads"], key=lambda h: -h["accuracy"]["mean"]):
+            accuracy = head["accuracy"]
+            table.add_row(setting, head["name"], f"{100 * accuracy['mean']:.2f}",
+                          f"{100 * (accuracy['ci95'] or 0):.2f}", f"{head['fit_seconds']:.2f}")
+    run.console.print(table)
+
+
+def _progress(run: RunContext) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=run.console,
+                    disable=run.console.quiet or run.world.rank != 0)
