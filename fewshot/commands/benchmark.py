@@ -6,13 +6,13 @@ import argparse
 from episodes import load_dataset
 from fewshot.cli import command
 from fewshot.commands.evaluate import add_evaluate_options, existing_checkpoint, prepare_run
-from fewshot.commands.pretrain import run_pretraining
-from fewshot.pipeline import evaluate_checkpoint
 
 
 @command("benchmark", "pretrain (or load --checkpoint), then evaluate every head; the built-in demo "
          "with no --config", lambda parser: add_evaluate_options(parser, checkpoint_required=False))
 def run_benchmark(args: argparse.Namespace) -> int:
+    from fewshot.commands.pretrain import run_pretraining
+    from fewshot.pipeline import evaluate_checkpoint
     config, run = prepare_run(args)
     dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
     if args.checkpoint:

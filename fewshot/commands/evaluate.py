@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from episodes import load_dataset
 from episodes.errors import fail
@@ -10,7 +11,9 @@ from fewshot.cli import (add_run_options, command, console_for, load_run_config,
                          resolve_output_dir)
 from fewshot.config import Config
 from fewshot.distributed import join_world
-from fewshot.pipeline import RunContext, evaluate_checkpoint
+
+if TYPE_CHECKING:  # the pipeline imports torch-heavy modules: load them only when a command runs
+    from fewshot.pipeline import RunContext
 
 
 def add_evaluate_options(parser: argparse.ArgumentParser, checkpoint_required: bool) -> None:
@@ -21,8 +24,9 @@ def add_evaluate_options(parser: argparse.ArgumentParser, checkpoint_required: b
                         help="continue an interrupted run in --output-dir, keeping finished work")
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[Config, RunContext]:
+def prepare_run(args: argparse.Namespace) -> tuple[Config, "RunContext"]:
     """Config, output directory, device and ranks of a pipeline command."""
+    from fewshot.pipeline import RunContext
     config = load_run_config(args)
     device = resolve_device(args)
     world = join_world(device)
@@ -44,6 +48,7 @@ def existing_checkpoint(path: str) -> Path:
 @command("evaluate", "evaluate the configured heads on a pretrained backbone's features",
          lambda parser: add_evaluate_options(parser, checkpoint_required=True))
 def run_evaluate(args: argparse.Namespace) -> int:
+    from fewshot.pipeline import evaluate_checkpoint
     config, run = prepare_run(args)
     checkpoint = existing_checkpoint(args.checkpoint)
     dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
