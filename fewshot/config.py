@@ -178,11 +178,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return config
 
 
+def head_spec(label: str, settings: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(registered head name, its settings) of one `heads` entry.
+
+    An entry is named after its head (`sgd: {lr: 0.1}`), or carries a `head` key so that one
+    head can run twice with different settings (`ps_loss: {head: pattern_search, loss_threshold: 0.1}`).
+    """
+    settings = dict(settings or {})
+    return str(settings.pop("head", label)), settings
+
+
 def validate_heads(config: Config) -> None:
     """Check every configured head exists and its settings fit its `Config` dataclass."""
     from fewshot.heads import head_class
-    for name, settings in config.heads.items():
-        build_dataclass(head_class(name).Config, settings or {}, f"heads.{name}")
+    for label, entry in config.heads.items():
+        name, settings = head_spec(label, entry)
+        build_dataclass(head_class(name).Config, settings, f"heads.{label}")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

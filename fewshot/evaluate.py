@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from episodes import Episodes
-from fewshot.config import FeaturesConfig
+from fewshot.config import FeaturesConfig, head_spec
 from fewshot.diagnostics import diagnose
 from fewshot.heads import HeadOptimizer, get_head
 from fewshot.preprocess import preprocess
@@ -38,12 +38,12 @@ def episode_tensors(features: torch.Tensor, episodes: Episodes, rows: slice, set
     return support, part.support_labels.to(device), query, part.query_labels.to(device)
 
 
-def evaluate_chunk(head: HeadOptimizer, features: torch.Tensor, episodes: Episodes, chunk: int,
+def evaluate_chunk(label: str, head: HeadOptimizer, features: torch.Tensor, episodes: Episodes, chunk: int,
                    settings: FeaturesConfig, *, seed: int, device: str) -> dict[str, Any]:
     """Fit and score one chunk of episodes: accuracies, diagnostics and fit time."""
     rows = slice(chunk * CHUNK_SIZE, min((chunk + 1) * CHUNK_SIZE, len(episodes)))
     support, labels, query, query_labels = episode_tensors(features, episodes, rows, settings, device)
-    generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, head.name, chunk))
+    generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, label, chunk))
     start = time.perf_counter()
     fit = head.fit(support, labels, episodes.n_way, generator=generator)
     if device.startswith("cuda"):
@@ -65,7 +65,7 @@ def evaluate_heads(features: torch.Tensor, episodes: Episodes, heads: dict[str, 
     Args:
         features: [N, D] raw features of the split the episodes index.
         episodes: the episode set, shared by all heads (paired comparisons).
-        heads: head name -> config overrides, in report order.
+        heads: label -> settings (see `fewshot.config.head_spec`), in report order.
         settings: feature pre-processing applied per episode.
         seed: seed of the heads' random streams.
         device: where heads run.
@@ -75,18 +75,19 @@ def evaluate_heads(features: torch.Tensor, episodes: Episodes, heads: dict[str, 
     """
     chunks = range((len(episodes) + CHUNK_SIZE - 1) // CHUNK_SIZE)
     results = []
-    for name, overrides in heads.items():
-        head = get_head(name, **(overrides or {}))
+    for name, entry in heads.items():
+        head_name, overrides = head_spec(name, entry)
+        head = get_head(head_name, **overrides)
         mine = {}
         for chunk in chunks[rank::world_size]:
-            mine[chunk] = evaluate_chunk(head, features, episodes, chunk, settings, seed=seed, device=device)
+            mine[chunk] = evaluate_chunk(name, head, features, episodes, chunk, settings, seed=seed, device=device)
             on_chunk(name, len(mine[chunk]["accuracy"]))
         if world_size > 1:
             mine = {chunk: part for parts in gather(mine) for chunk, part in parts.items()}
         ordered = [mine[chunk] for chunk in chunks]
         diagnostics = {key: torch.cat([part["diagnostics"][key] for part in ordered])
                        for key in ordered[0]["diagnostics"]}
-        results.append(HeadResult(name=name, config=dataclasses.asdict(head.config),
+        results.append(HeadResult(name=name, config={"head": head_name, **dataclasses.asdict(head.config)},
                                   per_episode=torch.cat([part["accuracy"] for part in ordered]),
                                   fit_seconds=sum(part["seconds"] for part in ordered),
                                   diagnostics=diagnostics))
