@@ -1,0 +1,63 @@
+"""A tiny image-folder dataset and config for end-to-end runs of the pipeline."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SPLITS = {"train": 4, "val": 3, "test": 4}  # classes per split
+
+
+def write_image_folder(root: Path, images_per_class: int = 12, size: int = 16) -> Path:
+    """Classes are coloured shapes with noise, so even a briefly trained network separates them."""
+    rng = np.random.default_rng(0)
+    index = 0
+    for split, n_classes in SPLITS.items():
+        for _ in range(n_classes):
+            colour = rng.integers(0, 256, 3)
+            folder = root / split / f"class{index:02d}"
+            folder.mkdir(parents=True)
+            for i in range(images_per_class):
+                image = rng.integers(0, 60, (size, size, 3))
+                row = (index * 3) % (size - 4)
+                image[row:row + 4, :, :] = colour
+                Image.fromarray(image.astype(np.uint8)).save(folder / f"{i}.png")
+            index += 1
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("tiny_folder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory, tiny_dataset) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(f"""
+name: tiny
+dataset: {{name: image_folder, path: {tiny_dataset}, image_size: 16}}
+backbone: {{name: resnet12, width: 0.125}}
+pretrain: {{epochs: 2, batch_size: 16, lr: 0.05, checkpoint_every: 0, val_episodes: 10}}
+episodes: {{n_way: 3, k_shot: [1, 2], n_query: 4, count: 120, seed: 5}}
+heads:
+  sgd: {{steps: 20}}
+  pattern_search: {{max_evaluations: 20000}}
+  logistic_regression: {{}}
+  prototype: {{}}
+""")
+    return path
+
+
+def run_fewshot(*args: str, data_root: Path, check: bool = True, extra_env: dict | None = None,
+                launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run the `fewshot` command in a subprocess, as a user would."""
+    env = {**os.environ, "FEWSHOT_DATA": str(data_root), "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    command = [*launcher] if launcher else [sys.executable, "-m", "fewshot"]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"fewshot {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
