@@ -74,6 +74,14 @@ def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, ru
     return features
 
 
+def episode_samplers(config: Config, dataset: FewShotDataset) -> dict[int, EpisodeSampler]:
+    """One sampler per k_shot setting; building them checks the episodes are possible."""
+    split = dataset.split(config.episodes.split)
+    settings = config.episodes
+    return {k_shot: EpisodeSampler(split.labels, settings.n_way, k_shot, settings.n_query, settings.seed)
+            for k_shot in settings.k_shot}
+
+
 def _reusable(path: Path, doc_identity: dict[str, Any]) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -99,9 +107,8 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
     sha = checkpoint_sha256(checkpoint)
     settings = config.episodes
     docs = []
-    for k_shot in settings.k_shot:
-        episodes = EpisodeSampler(split.labels, settings.n_way, k_shot, settings.n_query,
-                                  settings.seed).sample(settings.count)
+    for k_shot, sampler in episode_samplers(config, dataset).items():
+        episodes = sampler.sample(settings.count)
         path = run.output_dir / results_filename(settings.n_way, k_shot)
         identity = {"episodes": {"fingerprint": episodes.fingerprint},
                     "backbone": {"checkpoint_sha256": sha}, "config": {"heads": config.heads}}

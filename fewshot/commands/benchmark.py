@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from episodes import load_dataset
 from fewshot.cli import command
 from fewshot.commands.evaluate import add_evaluate_options, existing_checkpoint, prepare_run
 
@@ -13,11 +12,9 @@ from fewshot.commands.evaluate import add_evaluate_options, existing_checkpoint,
 def run_benchmark(args: argparse.Namespace) -> int:
     from fewshot.commands.pretrain import run_pretraining
     from fewshot.pipeline import evaluate_checkpoint
-    config, run = prepare_run(args)
-    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
-    if args.checkpoint:
-        checkpoint = existing_checkpoint(args.checkpoint)
-    else:
+    checkpoint = existing_checkpoint(args.checkpoint) if args.checkpoint else None
+    config, dataset, run = prepare_run(args)
+    if checkpoint is None:
         checkpoint = run_pretraining(config, dataset, run.output_dir, run.device, resume=args.resume,
                                      quiet=args.quiet)
     evaluate_checkpoint(config, dataset, checkpoint, run)

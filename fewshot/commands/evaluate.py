@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from episodes import load_dataset
+from episodes import FewShotDataset, load_dataset
 from episodes.errors import fail
 from fewshot.cli import (add_run_options, command, console_for, load_run_config, resolve_device,
                          resolve_output_dir)
@@ -24,15 +24,20 @@ def add_evaluate_options(parser: argparse.ArgumentParser, checkpoint_required: b
                         help="continue an interrupted run in --output-dir, keeping finished work")
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[Config, "RunContext"]:
-    """Config, output directory, device and ranks of a pipeline command."""
-    from fewshot.pipeline import RunContext
+def prepare_run(args: argparse.Namespace) -> tuple[Config, FewShotDataset, "RunContext"]:
+    """Config, dataset, output directory, device and ranks of a pipeline command.
+
+    Everything that can be wrong with the input is checked here, before any output is written.
+    """
+    from fewshot.pipeline import RunContext, episode_samplers
     config = load_run_config(args)
+    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    episode_samplers(config, dataset)
     device = resolve_device(args)
     world = join_world(device)
     # Every rank must write into rank 0's directory, whose default name holds a timestamp.
     output_dir = Path(world.gather(str(resolve_output_dir(args, config.name)) if world.rank == 0 else None)[0])
-    return config, RunContext(output_dir=output_dir, device=device, data_root=args.data_root,
+    return config, dataset, RunContext(output_dir=output_dir, device=device, data_root=args.data_root,
                               console=console_for(args), world=world, resume=args.resume)
 
 
@@ -49,9 +54,8 @@ def existing_checkpoint(path: str) -> Path:
          lambda parser: add_evaluate_options(parser, checkpoint_required=True))
 def run_evaluate(args: argparse.Namespace) -> int:
     from fewshot.pipeline import evaluate_checkpoint
-    config, run = prepare_run(args)
     checkpoint = existing_checkpoint(args.checkpoint)
-    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    config, dataset, run = prepare_run(args)
     evaluate_checkpoint(config, dataset, checkpoint, run)
     if run.world.rank == 0:
         run.console.print(f"results written to {run.output_dir}")

@@ -1,0 +1,81 @@
+"""Accuracy ± CI95 per head, one panel per (dataset, ways, shots), as PNG or SVG.
+
+Draws on a `matplotlib.figure.Figure` with its own Agg canvas, so it never touches pyplot or
+the user's global backend, and works on machines without a display.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from itertools import groupby
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from episodes.errors import fail
+from episodes.io import atomic_write_bytes
+from fewshot.leaderboard import MISMATCH_MARK, LeaderboardRow, merge
+
+FORMATS = {".png": "png", ".svg": "svg"}
+MAX_COLUMNS = 3
+
+
+def _label(row: LeaderboardRow, several_runs: bool) -> str:
+    label = f"{row.head}\n({row.run})" if several_runs else row.head
+    return f"{label} {MISMATCH_MARK}" if row.mismatched else label
+
+
+def _draw_panel(axes: Axes, rows: list[LeaderboardRow]) -> None:
+    """Heads in rank order along x, accuracy (%) with CI95 error bars."""
+    several_runs = len({row.source for row in rows}) > 1
+    positions = range(len(rows))
+    means = [100 * row.accuracy for row in rows]
+    errors = [0.0 if row.ci95 is None else 100 * row.ci95 for row in rows]
+    axes.errorbar(positions, means, yerr=errors, fmt="o", capsize=4, color="tab:blue", ecolor="tab:gray")
+    for x, mean, error in zip(positions, means, errors):
+        axes.annotate(f"{mean:.1f}", (x, mean + error), textcoords="offset points", xytext=(0, 4),
+                      ha="center", fontsize=8)
+    axes.set_xticks(list(positions), [_label(row, several_runs) for row in rows], fontsize=8)
+    axes.set_xlim(-0.6, len(rows) - 0.4)
+    axes.margins(y=0.15)
+    axes.grid(axis="y", alpha=0.3)
+    first = rows[0]
+    axes.set_title(f"{first.dataset}: {first.n_way}-way {first.k_shot}-shot ({first.n} episodes)", fontsize=10)
+    axes.set_ylabel("query accuracy (%)")
+
+
+def plot_accuracy(docs: Sequence[dict], path: str | os.PathLike, *, sources: Sequence[str] | None = None) -> Path:
+    """Plot mean accuracy ± CI95 of every head; write it atomically.
+
+    Args:
+        docs: results documents; runs on other episodes than their group are drawn, marked †.
+        path: destination ending in .png or .svg.
+        sources: file names of `docs`, passed on to `merge`.
+    """
+    path = Path(path)
+    image_format = FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise fail(f"Cannot write a plot to {str(path)!r}: the file type {path.suffix or '(none)'!r} is not supported.",
+                   f"Name the file with one of {', '.join(FORMATS)}.")
+    rows = merge(docs, sources=sources, allow_mismatch=True)
+    if not rows:
+        raise fail("There is nothing to plot: the results hold no heads.", "Pass results files with at least one head.")
+    panels = [list(members) for _, members in groupby(rows, key=lambda row: row.group)]
+    columns = min(MAX_COLUMNS, len(panels))
+    lines = math.ceil(len(panels) / columns)
+    widest = max(len(panel) for panel in panels)
+    figure = Figure(figsize=(columns * max(3.5, 1.1 * widest + 1.5), 3.6 * lines), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, panel in enumerate(panels):
+        _draw_panel(figure.add_subplot(lines, columns, index + 1), panel)
+    note = "mean over episodes ± 95% confidence interval (Student t)"
+    if any(row.mismatched for row in rows):
+        note += f"; {MISMATCH_MARK} evaluated on other episodes than the rest of its panel"
+    figure.supxlabel(note, fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=image_format, dpi=120)
+    return atomic_write_bytes(path, buffer.getvalue())
