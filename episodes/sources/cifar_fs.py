@@ -20,7 +20,8 @@ from episodes.base import FewShotDataset, Split
 from episodes.errors import UserError, fail
 from episodes.registry import DatasetSource, register_dataset
 from episodes.safe_pickle import load_data_pickle
-from episodes.sources.image_folder import dataset_not_found, has_split_folders, read_split_folders
+from episodes.registry import dataset_not_found
+from episodes.sources.image_folder import has_split_folders, read_split_folders
 
 CIFAR_FOLDER = "cifar-100-python"
 CIFAR_TARBALL = "cifar-100-python.tar.gz"

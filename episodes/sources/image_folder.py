@@ -16,27 +16,6 @@ def has_split_folders(folder: Path) -> bool:
     return all((folder / name).is_dir() for name in SPLIT_FOLDERS.values())
 
 
-def dataset_not_found(title: str, data_root: Path, path: Path | None, layout: str) -> Exception:
-    """The error for a dataset whose files are not where they should be.
-
-    Args:
-        title: the dataset as people write it (`CIFAR-FS`).
-        data_root: the data root that was searched (when `path` is None).
-        path: the explicit `dataset.path` that was searched, if any.
-        layout: the expected on-disk layout.
-    """
-    if path is not None:
-        return fail(f"{title} was not found at dataset.path={path}. Expected layout, with <data_root> "
-                    f"standing for that path: {layout}.",
-                    "Point dataset.path at the folder that holds the files, or leave it unset to "
-                    "search under --data-root (or FEWSHOT_DATA).")
-    where = f"under {data_root}" if data_root.is_dir() else f"because the data root {data_root} does not exist"
-    return fail(f"{title} was not found {where}. Expected layout: {layout}. Nothing is downloaded "
-                f"at run time.",
-                "Put the files there, or point --data-root DIR (or the FEWSHOT_DATA environment "
-                "variable) at the folder that holds them.")
-
-
 def read_split_folders(name: str, folder: Path, image_size: int,
                        class_lists: dict[str, list[str]] | None = None) -> FewShotDataset:
     """Read `folder/{train,val,test}/<class>/<images>` into a dataset.

@@ -18,7 +18,7 @@ from episodes.errors import fail
 from episodes.imagefiles import DEFAULT_FOLDER_IMAGE_SIZE, decode_images
 from episodes.registry import DatasetSource, register_dataset
 from episodes.safe_pickle import load_data_pickle
-from episodes.sources.image_folder import dataset_not_found
+from episodes.registry import dataset_not_found
 
 FOLDER = "mini-imagenet"
 CACHE_FILES = {"base": "mini-imagenet-cache-train.pkl", "val": "mini-imagenet-cache-validation.pkl",
