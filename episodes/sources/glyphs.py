@@ -21,6 +21,7 @@ import torch
 from matplotlib import ft2font
 
 from episodes.base import FewShotDataset, resize_images, Split, SPLIT_NAMES
+from episodes.errors import fail
 from episodes.glyphs_augment import augment_glyphs, AugmentConfig
 from episodes.glyphs_render import (candidate_code_points, class_name, drop_lookalikes,
                                     glyph_similarity, GlyphFont, is_drawn, load_fonts,
@@ -97,8 +98,9 @@ def choose_classes(fonts: list[GlyphFont], params: GlyphsParams) -> list[tuple[i
             chosen.append((code, np.stack(drawn)))
         if len(chosen) == params.num_classes:
             return chosen
-    raise ValueError(f"only {len(chosen)} characters are drawn by {params.min_fonts}+ fonts and "
-                     f"unlike each other; {params.num_classes} were asked for")
+    raise fail(f"The glyphs dataset has only {len(chosen)} characters that are drawn by "
+               f"{params.min_fonts} or more fonts and unlike each other, not {params.num_classes}.",
+               "Ask for fewer base/val/novel classes or a smaller min_fonts.")
 
 
 def build_glyphs(params: GlyphsParams = GlyphsParams()) -> FewShotDataset:
@@ -110,14 +112,15 @@ def build_glyphs(params: GlyphsParams = GlyphsParams()) -> FewShotDataset:
     bounds = np.cumsum([0, params.base_classes, params.val_classes, params.novel_classes])
     split_classes = [sorted(order[bounds[i]:bounds[i + 1]]) for i in range(3)]
 
-    first_mask = np.cumsum([0] + [len(masks) for _, masks in chosen])
+    # Image i of a class uses the class's fonts in a seeded order, cycling: fonts appear evenly.
+    fonts_drawn = [len(masks) for _, masks in chosen]
+    first_mask = np.cumsum([0] + fonts_drawn).tolist()
+    cycle = torch.arange(params.images_per_class)
     mask_index, labels = [], []
     for classes in split_classes:
         for label, index in enumerate(classes):
-            fonts_drawn = first_mask[index + 1] - first_mask[index]
-            font_order = torch.randperm(int(fonts_drawn), generator=generator)
-            picks = font_order[torch.arange(params.images_per_class) % fonts_drawn]
-            mask_index.append(picks + int(first_mask[index]))
+            font_order = torch.randperm(fonts_drawn[index], generator=generator)
+            mask_index.append(first_mask[index] + font_order[cycle % fonts_drawn[index]])
             labels += [label] * params.images_per_class
     all_masks = torch.from_numpy(np.concatenate([masks for _, masks in chosen]))
     images = augment_glyphs(all_masks, torch.cat(mask_index), params.augment, params.image_size,
@@ -126,8 +129,8 @@ def build_glyphs(params: GlyphsParams = GlyphsParams()) -> FewShotDataset:
     splits, start = {}, 0
     for name, classes in zip(SPLIT_NAMES, split_classes):
         stop = start + len(classes) * params.images_per_class
-        splits[name] = Split(images[start:stop], torch.tensor(labels[start:stop], dtype=torch.int64),
-                             tuple(class_name(chosen[index][0]) for index in classes))
+        names = tuple(class_name(chosen[index][0]) for index in classes)
+        splits[name] = Split(images[start:stop], torch.tensor(labels[start:stop]), names)
         start = stop
     return FewShotDataset("glyphs", **splits)
 
@@ -141,10 +144,10 @@ def _checksum(params: GlyphsParams, splits: dict[str, Split]) -> str:
 def save_cache(path: Path, params: GlyphsParams, dataset: FewShotDataset) -> None:
     """Write the dataset, its parameters and a checksum of both, atomically."""
     splits = {name: dataset.split(name) for name in SPLIT_NAMES}
-    atomic_torch_save(path, {
-        "format": FORMAT, "params": params.describe(), "checksum": _checksum(params, splits),
-        "splits": {name: {"images": split.images, "labels": split.labels,
-                          "class_names": list(split.class_names)} for name, split in splits.items()}})
+    payload = {name: {"images": split.images, "labels": split.labels,
+                      "class_names": list(split.class_names)} for name, split in splits.items()}
+    atomic_torch_save(path, {"format": FORMAT, "params": params.describe(),
+                             "checksum": _checksum(params, splits), "splits": payload})
 
 
 def read_cache(path: Path, params: GlyphsParams) -> FewShotDataset:
@@ -211,7 +214,8 @@ def save_sample_grid(dataset: FewShotDataset, path: str | Path, classes: int = 1
     from PIL import Image  # only the sample needs Pillow
 
     split = dataset.base
-    labels = torch.linspace(0, split.num_classes - 1, min(classes, split.num_classes)).round().long()
+    rows_shown = min(classes, split.num_classes)
+    labels = torch.linspace(0, split.num_classes - 1, rows_shown).round().long()
     rows = [torch.cat(list(split.images[split.labels == label][:per_class]), dim=2)  # [3, H, n * W]
             for label in labels.tolist()]
     grid = torch.cat(rows, dim=1).permute(1, 2, 0).numpy()
