@@ -28,6 +28,7 @@ class DatasetSource(ABC):
 
     name: str = ""
     layout: str = ""
+    generated: bool = False  # built locally on first use rather than read from downloaded files
 
     @abstractmethod
     def find(self, data_root: Path, path: Path | None) -> Path | None:

@@ -184,6 +184,7 @@ def load_glyphs(folder: Path, params: GlyphsParams = GlyphsParams()) -> FewShotD
 class GlyphsSource(DatasetSource):
     """Characters rendered from matplotlib's fonts; nothing to download."""
 
+    generated = True
     layout = ("generated on first use, no download: <data_root>/glyphs/" + FORMAT
               + "-<hash>.pt (or in `path`), rendered from the fonts inside matplotlib")
 
