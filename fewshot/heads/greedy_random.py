@@ -1,0 +1,122 @@
+"""The `greedy_random` head: random search that keeps only improvements, no gradients.
+
+Per episode, from W = 0, b = 0 (the "random greedy search" of Chiang et al., 2023):
+
+    each step: draw `candidates` points theta + sigma * N(0, I) (all weights and biases);
+    take the one with the lowest support loss if it is lower than the current loss;
+    after `patience` steps in a row without a move, sigma *= shrink (and the count restarts)
+    stop at 100% support accuracy (and loss below `loss_threshold` when set), at
+    sigma < min_sigma, or after max_steps steps.
+
+The noise moves every weight, also along directions the support set cannot see, as the seed's
+does: that is the point of comparing it with gradient descent. A candidate's logits are the
+current logits plus X @ noise, so a step is one batched matmul for all episodes.
+
+Example:
+    >>> head = get_head("greedy_random", sigma=0.1, candidates=8)
+    >>> fit = head.fit(support, labels, n_way=5, generator=torch.Generator().manual_seed(0))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from episodes.errors import fail
+from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
+from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs
+
+FITTED, MIN_SIGMA, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
+
+
+@register_head("greedy_random")
+class GreedyRandomHead(HeadOptimizer):
+    """Greedy random search on the support cross-entropy from a zero start."""
+
+    @dataclass
+    class Config:
+        """Args:
+            sigma: initial standard deviation of the noise added to every parameter.
+            shrink: factor applied to sigma after `patience` failed steps in a row.
+            patience: failed steps in a row before sigma shrinks.
+            min_sigma: stop once sigma falls below this.
+            max_steps: budget of steps per episode.
+            candidates: noisy points drawn per step; the best one is taken if it improves.
+            loss_threshold: also require support loss below this to stop as fitted; None
+                stops at the first 100%-accurate point.
+        """
+
+        sigma: float = 0.1
+        shrink: float = 0.5
+        patience: int = 20
+        min_sigma: float = 1e-4
+        max_steps: int = 5000
+        candidates: int = 4
+        loss_threshold: float | None = None
+
+    def __init__(self, config: Config | None = None, **overrides: object):
+        super().__init__(config, **overrides)
+        c = self.config
+        checks = [(c.sigma > 0, "sigma", "> 0"), (0 < c.shrink < 1, "shrink", "in (0, 1)"),
+                  (c.patience >= 1, "patience", ">= 1"), (c.min_sigma > 0, "min_sigma", "> 0"),
+                  (c.max_steps >= 0, "max_steps", ">= 0"), (c.candidates >= 1, "candidates", ">= 1"),
+                  (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")]
+        for ok, key, rule in checks:
+            if not ok:
+                raise fail(f"heads.greedy_random.{key} is {getattr(c, key)!r}, but must be {rule}.",
+                           f"Set heads.greedy_random.{key} to a value {rule}.")
+
+    def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
+            generator: torch.Generator) -> HeadFit:
+        validate_inputs(support, labels, n_way)
+        c, labels = self.config, labels.long()
+        support = support.float()
+        episodes, shots, dim = support.shape
+        device = support.device
+        # A column of ones makes the bias the last row of one parameter matrix [E, D + 1, N].
+        features = torch.cat([support, support.new_ones(episodes, shots, 1)], dim=2)
+        params = support.new_zeros(episodes, dim + 1, n_way)
+        logits = support.new_zeros(episodes, shots, n_way)
+        loss = linear_loss(logits, labels)
+        sigma = torch.full((episodes,), c.sigma, device=device)
+        failures = torch.zeros(episodes, dtype=torch.long, device=device)
+        steps, accepted = torch.zeros_like(failures), torch.zeros_like(failures)
+        reason = torch.full((episodes,), -1, dtype=torch.long, device=device)
+        while True:
+            fitted = linear_accuracy(logits, labels) == 1.0
+            if c.loss_threshold is not None:
+                fitted &= loss < c.loss_threshold
+            stop = torch.where(steps >= c.max_steps, BUDGET, -1)
+            stop = torch.where(sigma < c.min_sigma, MIN_SIGMA, stop)
+            reason = torch.where(reason < 0, torch.where(fitted, FITTED, stop), reason)
+            active = (reason < 0).nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            noise = torch.randn(len(active), c.candidates, dim + 1, n_way, generator=generator,
+                                device=generator.device).to(device)
+            noise *= sigma[active].view(-1, 1, 1, 1)
+            # Candidate logits [A, K, S, N] = logits + X @ noise, for all candidates in one bmm.
+            stacked = noise.permute(0, 2, 1, 3).reshape(len(active), dim + 1, -1)   # [A, D + 1, K * N]
+            moved_logits = torch.bmm(features[active], stacked)
+            trial_logits = logits[active].unsqueeze(1) + moved_logits.view(
+                len(active), shots, c.candidates, n_way).transpose(1, 2)
+            trial_loss = linear_loss(trial_logits, labels[active].unsqueeze(1))          # [A, K]
+            best_loss, best = trial_loss.min(dim=1)
+            better = best_loss < loss[active]
+            won, pick = active[better], best[better]
+            rows = better.nonzero().squeeze(1)
+            params[won] += noise[rows, pick]
+            logits[won] = trial_logits[rows, pick]
+            loss[won] = best_loss[better]
+            accepted[won] += 1
+            failures[won] = 0
+            lost = active[~better]
+            failures[lost] += 1
+            shrink = lost[failures[lost] >= c.patience]
+            sigma[shrink] *= c.shrink
+            failures[shrink] = 0
+            steps[active] += 1
+        stats = {"steps": steps, "accepted": accepted, "sigma": sigma, "stop_reason": reason,
+                 "support_loss": loss}
+        return HeadFit(params[:, :dim].contiguous(), params[:, dim].contiguous(),
+                       stats={name: value.float() for name, value in stats.items()})

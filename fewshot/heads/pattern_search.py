@@ -1,0 +1,371 @@
+"""The `pattern_search` head: compass search on the weight and bias, no gradients.
+
+The algorithm (seed: `PatternSearch` of Chiang et al., 2023), per episode, from W = 0, b = 0:
+
+    loss = support loss at the current point; radius = config.radius
+    until fitted, radius < min_radius or evaluations == max_evaluations:
+        a new poll: the 2P moves "parameter p by +radius / -radius" in a fresh random order
+        opportunistic: evaluate the moves in that order; at the first one that lowers the
+            loss, take it and end the poll (the next poll starts over with a fresh order)
+        parallel: evaluate the order in blocks of `chunk_size`; take the block's best move
+            if it lowers the loss and end the poll, else go on with the next block
+        a poll that evaluates all 2P moves without taking one halves the radius
+
+The poll restarts after an accepted move, as in the seed (its `step` reshuffles and returns at
+the first improvement). "Fitted" is 100% support accuracy, and, when `loss_threshold` is set,
+support loss below it. The stop checks run before every poll, in the order fitted, radius,
+budget; a budget that runs out mid-poll stops the search without halving the radius.
+
+Fast path: a move of parameter (d, n) by s changes only column n of the support logits, by
+s * x_d (x_D = 1 for the bias), so a candidate costs O(S) instead of a forward pass O(S D N):
+`move_loss` needs only the new column, the other columns' exp-sums `others[n]` and the
+label-logit margin, kept per episode (`state_terms`), and the class sums T[d, n] of the
+features (the label logits of class n rise by s * T[d, n]). All episodes evaluate a chunk of
+their poll at once; each takes its first improving candidate in poll order, keeps that
+column, and recomputes its terms and loss. A move along a feature that is 0 on every shot
+changes nothing and is never taken (the seed's forward pass sees an exact tie there; the O(S)
+formula could round either way). The trajectory (moves, evaluation counts, weights) is
+exactly that of evaluating one candidate at a time with the same formulas:
+`tests/fewshot/heads/test_pattern_search.py` holds that reference and checks it.
+
+Poll orders are keyed random permutations: the t-th poll of an episode visits, at position j,
+`poll_order(key, t, j)`, a Feistel bijection of [0, side^2) with side^2 >= 2P; positions that
+land on a value >= 2P are skipped (not evaluated, not counted). The key comes from the
+generator, one per episode; any position can be computed on its own, so a chunk costs
+O(chunk) instead of a shuffle of all 2P moves, and an episode's trajectory depends neither on
+the chunk size nor on the other episodes in the batch.
+
+Example:
+    >>> head = get_head("pattern_search", loss_threshold=0.1)
+    >>> fit = head.fit(support, labels, n_way=5, generator=torch.Generator().manual_seed(0))
+    >>> fit.stats["stop_reason"]    # 0 fitted, 1 radius below min_radius, 2 evaluation budget
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from episodes.errors import fail
+from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
+from fewshot.heads.common import validate_inputs
+
+FITTED, MIN_RADIUS, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
+_MASK31 = (1 << 31) - 1
+_FEISTEL_ROUNDS = 4
+_MIN_ROUND_CHUNK = 4  # smallest adaptive chunk of an opportunistic round
+_SAFE_EXPONENT = 30.0  # radius * max|x| above this: compute in float64 (exp range)
+
+
+def _mix(value: torch.Tensor) -> torch.Tensor:
+    """A 31-bit integer hash; products stay below 2**58, so int64 never overflows."""
+    value = value & _MASK31
+    value = ((value ^ (value >> 16)) * 0x45D9F3B) & _MASK31
+    value = ((value ^ (value >> 16)) * 0x45D9F3B) & _MASK31
+    return value ^ (value >> 16)
+
+
+def episode_keys(episodes: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Per-episode keys [E] of the poll orders: the only random draw pattern search makes."""
+    keys = torch.randint(0, _MASK31, (episodes,), generator=generator, device=generator.device)
+    return keys.to(device)
+
+
+def poll_side(candidates: int) -> int:
+    """Side of the square [0, side^2) that `poll_order` permutes; side^2 >= candidates."""
+    return max(2, math.isqrt(max(candidates - 1, 0)) + 1)
+
+
+def poll_order(keys: torch.Tensor, polls: torch.Tensor, positions: torch.Tensor, side: int) -> torch.Tensor:
+    """Values [A, C] at `positions` of each episode's poll: a keyed bijection of [0, side^2).
+
+    A Feistel network with modular addition on [0, side)^2; values >= 2P are skipped by the
+    search, so the visited candidates are a random permutation of the 2P moves.
+
+    Args:
+        keys: [A] episode keys from `episode_keys`.
+        polls: [A] poll counters (0 for an episode's first poll).
+        positions: [A, C] positions in [0, side^2).
+        side: from `poll_side`.
+    """
+    rounds = torch.arange(1, _FEISTEL_ROUNDS + 1, device=keys.device) * 0x6A09E667
+    poll_key = _mix(keys * 0x9E3779B + _mix(polls + 0x3C6EF372))
+    round_keys = _mix(poll_key.unsqueeze(1) + rounds).unsqueeze(2)                  # [A, R, 1]
+    left, right = positions // side, positions % side
+    for r in range(_FEISTEL_ROUNDS):
+        mixed = (torch.add(round_keys[:, r], right, alpha=0x2545F49) & _MASK31) >> 7
+        left, right = right, (left + mixed) % side
+    return torch.add(right, left, alpha=side)
+
+
+def state_terms(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The per-episode terms that make a move's loss O(S), and the loss at `logits`.
+
+    Args:
+        logits: [..., N, S] (column-major: a column is contiguous).
+        labels: [..., S].
+
+    Returns:
+        others [..., N, S]: sum over columns j != n of exp(logit_j - shift), as prefix plus
+            suffix sums (a total minus one term would cancel);
+        shift [..., S]: the largest logit of each example;
+        margin [...]: sum over examples of shift - logit of the label (>= 0, no cancellation);
+        loss [...]: the mean cross-entropy, as `move_loss` of column 0 left as it is.
+    """
+    shift = logits.amax(dim=-2)
+    scaled = (logits - shift.unsqueeze(-2)).exp()
+    zero = torch.zeros_like(scaled[..., :1, :])
+    before = torch.cat([zero, scaled.cumsum(dim=-2)[..., :-1, :]], dim=-2)
+    after = torch.cat([scaled.flip(-2).cumsum(dim=-2)[..., :-1, :].flip(-2), zero], dim=-2)
+    others = before + after
+    margin = (shift - logits.gather(-2, labels.unsqueeze(-2)).squeeze(-2)).sum(dim=-1)
+    return others, shift, margin, move_loss(logits[..., 0, :], others[..., 0, :], shift, margin)
+
+
+def move_loss(column: torch.Tensor, others: torch.Tensor, shift: torch.Tensor,
+              margin: torch.Tensor) -> torch.Tensor:
+    """Mean support cross-entropy [...] once column n of the logits is `column`.
+
+    Args:
+        column: [..., S] the new logits of column n.
+        others: [..., S] `state_terms` others of column n.
+        shift: [..., S] `state_terms` shift.
+        margin: [...] `state_terms` margin after the move: for a move of (d, n) by s, the
+            current margin - s * T[d, n] (the label logits of class n rise by s * x_d).
+    """
+    return ((others + (column - shift).exp()).log().sum(dim=-1) + margin) / column.shape[-1]
+
+
+@dataclass(frozen=True)
+class SearchProblem:
+    """The fixed inputs of a batch of searches (see `prepare_problem`)."""
+
+    columns: torch.Tensor      # [E * (D + 1), S] feature d of every shot; d = D is 1 (the bias)
+    dead: torch.Tensor         # [E * (D + 1)] feature d is 0 on every shot: its moves change nothing
+    labels: torch.Tensor       # [E, S]
+    class_sums: torch.Tensor   # [E * (D + 1) * N] T[e, d, n] = sum of x_d over the shots of class n
+    dim: int
+    n_way: int
+    shots: int
+
+
+def prepare_problem(support: torch.Tensor, labels: torch.Tensor, n_way: int, radius: float) -> SearchProblem:
+    """Lay out the features by dimension (plus a row of ones for the bias) and their class sums.
+
+    Computes in float64 when the input is float64 or a move could overflow exp in float32.
+
+    Args:
+        support: [E, S, D]; labels: [E, S] int64; n_way: classes; radius: the initial radius.
+    """
+    episodes, shots, dim = support.shape
+    largest = max(abs(float(v)) for v in support.aminmax()) if support.numel() else 0.0
+    wide = support.dtype == torch.float64 or radius * largest > _SAFE_EXPONENT
+    dtype = torch.float64 if wide else torch.float32
+    columns = torch.ones(episodes, dim + 1, shots, dtype=dtype, device=support.device)
+    columns[:, :dim] = support.transpose(1, 2)
+    class_sums = torch.bmm(columns, torch.nn.functional.one_hot(labels, n_way).to(dtype))
+    return SearchProblem(columns=columns.view(-1, shots), dead=(columns == 0).all(dim=2).view(-1),
+                         labels=labels, class_sums=class_sums.view(-1),
+                         dim=dim, n_way=n_way, shots=shots)
+
+
+@dataclass
+class _Search:
+    """The episodes still being searched (compacted as they stop); each field has rows [A]."""
+
+    ids: torch.Tensor          # [A] index of each row in the input batch
+    params: torch.Tensor       # [A, (D + 1) * N] weight rows then bias; parameter p = d * N + n
+    logits: torch.Tensor       # [A, N, S]
+    others: torch.Tensor       # [A, N, S] see `state_terms`
+    shift: torch.Tensor        # [A, S]
+    margin: torch.Tensor       # [A]
+    loss: torch.Tensor         # [A]
+    radius: torch.Tensor       # [A]
+    keys: torch.Tensor         # [A]
+    polls: torch.Tensor        # [A] polls started so far
+    position: torch.Tensor     # [A] next position in the current poll
+    polled: torch.Tensor       # [A] candidates evaluated in the current poll
+    evaluations: torch.Tensor  # [A]
+    accepted: torch.Tensor     # [A]
+    reason: torch.Tensor       # [A] stop reason, -1 while running
+
+    def rows(self, index: torch.Tensor) -> "_Search":
+        return _Search(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+
+@register_head("pattern_search")
+class PatternSearchHead(HeadOptimizer):
+    """Compass search on the support cross-entropy from a zero start (see the module doc)."""
+
+    @dataclass
+    class Config:
+        """Args:
+            radius: initial step of every coordinate move.
+            min_radius: stop once the radius (halved after each failed poll) falls below this.
+            max_evaluations: budget of candidate evaluations per episode.
+            loss_threshold: also require support loss below this to stop as fitted; None
+                stops at the first 100%-accurate point (the seed's rule).
+            chunk_size: poll positions evaluated per episode at once (positions that map
+                outside the 2P moves are skipped). Opportunistic: only speed and memory depend
+                on it, never the result. Parallel: the block whose best move is taken.
+            variant: `opportunistic` (first improving move) or `parallel` (best of a block).
+        """
+
+        radius: float = 1.0
+        min_radius: float = 1e-4
+        max_evaluations: int = 500_000
+        loss_threshold: float | None = None
+        chunk_size: int = 256
+        variant: Literal["opportunistic", "parallel"] = "opportunistic"
+
+    def __init__(self, config: Config | None = None, **overrides: object):
+        super().__init__(config, **overrides)
+        c = self.config
+        checks = [(c.radius > 0, "radius", "> 0"), (c.min_radius > 0, "min_radius", "> 0"),
+                  (c.max_evaluations >= 0, "max_evaluations", ">= 0"),
+                  (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
+                  (c.chunk_size >= 1, "chunk_size", ">= 1")]
+        for ok, key, rule in checks:
+            if not ok:
+                raise fail(f"heads.pattern_search.{key} is {getattr(c, key)!r}, but must be {rule}.",
+                           f"Set heads.pattern_search.{key} to a value {rule}.")
+
+    def on_accept(self, episodes: torch.Tensor, params: torch.Tensor, steps: torch.Tensor) -> None:
+        """Called with the moves taken in each round (a hook for tests that record trajectories).
+
+        Args:
+            episodes: [K] batch index of each episode that moved.
+            params: [K] the parameter each moved (p = d * N + n; d = D is the bias).
+            steps: [K] the signed step taken.
+        """
+
+    def stop_reasons(self, s: _Search, labels: torch.Tensor) -> torch.Tensor:
+        """[A] stop reason of every row, -1 for those that poll on (checked before each poll).
+
+        Args:
+            s: the rows.
+            labels: [A, S] their support labels.
+        """
+        c = self.config
+        n_way = s.logits.shape[1]
+        # The rule of `linear_accuracy` (the argmax, first index on ties, is the label), on the
+        # [A, N, S] layout, where a reduction over N is much faster with amax than argmax.
+        first_wins = torch.arange(n_way, 0, -1, device=labels.device).view(1, -1, 1)
+        first_max = n_way - ((s.logits == s.shift.unsqueeze(1)) * first_wins).amax(dim=1)
+        fitted = (first_max == labels).all(dim=1)
+        if c.loss_threshold is not None:
+            fitted &= s.loss < c.loss_threshold
+        reason = torch.where(s.evaluations >= c.max_evaluations, BUDGET, -1)
+        reason = torch.where(s.radius < c.min_radius, MIN_RADIUS, reason)
+        return torch.where(fitted, FITTED, reason)
+
+    def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
+            generator: torch.Generator) -> HeadFit:
+        validate_inputs(support, labels, n_way)
+        c, labels = self.config, labels.long()
+        episodes, shots, dim = support.shape
+        device = support.device
+        problem = prepare_problem(support, labels, n_way, c.radius)
+        dtype = problem.columns.dtype
+        logits = torch.zeros(episodes, n_way, shots, dtype=dtype, device=device)
+        others, shift, margin, loss = state_terms(logits, labels)
+        count = torch.zeros(episodes, dtype=torch.long, device=device)
+        search = _Search(
+            ids=torch.arange(episodes, device=device),
+            params=torch.zeros(episodes, (dim + 1) * n_way, dtype=dtype, device=device),
+            logits=logits, others=others, shift=shift, margin=margin, loss=loss,
+            radius=torch.full((episodes,), c.radius, dtype=dtype, device=device),
+            keys=episode_keys(episodes, generator, device), polls=count.clone(), position=count.clone(),
+            polled=count.clone(), evaluations=count.clone(), accepted=count.clone(), reason=count - 1)
+        results = search.rows(search.ids)
+        chunk = c.chunk_size if c.variant == "parallel" else min(c.chunk_size, _MIN_ROUND_CHUNK)
+        while True:
+            search.reason = self.stop_reasons(search, labels[search.ids])
+            running = search.reason < 0
+            if running.sum() <= 0.75 * len(running):  # write stopped rows back and drop them
+                stopped = ~running
+                for f in dataclasses.fields(search):
+                    getattr(results, f.name)[search.ids[stopped]] = getattr(search, f.name)[stopped]
+                if not bool(running.any()):
+                    break
+                search, running = search.rows(running.nonzero().squeeze(1)), None
+            moved = self._round(problem, search, running, chunk)
+            if c.variant == "opportunistic":  # adapt the round size; results never depend on it
+                smallest = min(c.chunk_size, _MIN_ROUND_CHUNK)
+                chunk = max(chunk // 2, smallest) if moved > 0.5 else min(chunk * 2, c.chunk_size)
+        params = results.params.view(episodes, dim + 1, n_way)
+        stats = {"evaluations": results.evaluations, "accepted": results.accepted,
+                 "radius": results.radius, "stop_reason": results.reason, "support_loss": results.loss}
+        params = params.to(support.dtype)
+        return HeadFit(params[:, :dim].contiguous(), params[:, dim].contiguous(),
+                       stats={name: value.float() for name, value in stats.items()})
+
+    def _round(self, problem: SearchProblem, s: _Search, running: torch.Tensor | None,
+               chunk: int) -> float:
+        """Evaluate the next `chunk` positions of every running row's poll; apply the picks.
+
+        Args:
+            problem: the fixed inputs; s: the rows, updated in place; running: [A] rows still
+                searching (None: all); chunk: poll positions per row.
+
+        Returns the fraction of rows that accepted a move.
+        """
+        c = self.config
+        dim, n_way, shots = problem.dim, problem.n_way, problem.shots
+        size = 2 * (dim + 1) * n_way
+        side = poll_side(size)
+        rows = len(s.ids)
+        positions = s.position.unsqueeze(1) + torch.arange(chunk, device=s.ids.device)
+        candidate = poll_order(s.keys, s.polls, positions, side)                          # [A, C]
+        real = (positions < side * side) & (candidate < size)
+        seen = real.cumsum(dim=1)
+        valid = real & (seen <= (c.max_evaluations - s.evaluations).unsqueeze(1))
+        if running is not None:
+            valid &= running.unsqueeze(1)
+        candidate = candidate.clamp(max=size - 1)
+        param = candidate >> 1
+        step = torch.where((candidate & 1) == 1, -s.radius.unsqueeze(1), s.radius.unsqueeze(1))
+        row, column = param // n_way, param % n_way
+        # Gather the moved feature row, the old column and its other-columns terms: [A, C, S].
+        feature_index = s.ids.unsqueeze(1) * (dim + 1) + row
+        x = problem.columns.index_select(0, feature_index.view(-1)).view(rows, chunk, shots)
+        column_index = (torch.arange(rows, device=s.ids.device).unsqueeze(1) * n_way + column).view(-1)
+        old = s.logits.view(-1, shots).index_select(0, column_index).view(rows, chunk, shots)
+        others = s.others.view(-1, shots).index_select(0, column_index).view(rows, chunk, shots)
+        new = old + step.unsqueeze(2) * x
+        margin = s.margin.unsqueeze(1) - step * problem.class_sums[feature_index * n_way + column]
+        trial_loss = move_loss(new, others, s.shift.unsqueeze(1), margin)                 # [A, C]
+        # A move along a feature that is 0 on every shot leaves the logits as they are: never
+        # an improvement (the O(S) loss could round either way on such a tie).
+        better = valid & (trial_loss < s.loss.unsqueeze(1)) & ~problem.dead[feature_index]
+        moved = better.any(dim=1)
+        evaluated = valid.sum(dim=1)
+        if c.variant == "opportunistic":
+            pick = better.to(torch.uint8).argmax(dim=1)                 # first improving one
+            evaluated = torch.where(moved, seen.gather(1, pick.unsqueeze(1)).squeeze(1), evaluated)
+        else:
+            pick = trial_loss.masked_fill(~better, math.inf).argmin(dim=1)
+        s.evaluations += evaluated
+        # Accepted: apply the move, keep its column, recompute the terms, start a new poll.
+        won = moved.nonzero().squeeze(1)
+        if won.numel():
+            j = pick[won]
+            s.params[won, param[won, j]] += step[won, j]
+            s.logits[won, column[won, j]] = new[won, j]
+            terms = state_terms(s.logits[won], problem.labels[s.ids[won]])
+            s.others[won], s.shift[won], s.margin[won], s.loss[won] = terms
+            s.accepted[won] += 1
+            self.on_accept(s.ids[won], param[won, j], step[won, j])
+        # Not accepted: go on through the poll; a poll evaluated to its end halves the radius.
+        s.polled += torch.where(moved, 0, evaluated)
+        s.position += torch.where(moved, 0, chunk)
+        finished = s.polled >= size
+        s.radius[finished] /= 2
+        restart = moved | finished
+        s.position[restart] = 0
+        s.polled[restart] = 0
+        s.polls += restart.long()
+        return float(moved.float().mean())
