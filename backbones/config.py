@@ -30,10 +30,16 @@ class PretrainConfig:
         warmup_epochs: linear warm-up length.
         checkpoint_every: steps between mid-epoch checkpoints (0: only at epoch ends).
         val_episodes: 5-way 5-shot prototype episodes on val classes after each epoch.
-        augment: random crop with padding, flip and colour jitter.
+        augment: random crop with padding, flip and colour jitter (false: none of them).
+        crop_padding: zero padding before the random crop (None: image size // 8; 0: no crop).
+        flip: random horizontal flips (turn off for data where mirror images are other classes,
+            such as characters).
+        jitter: brightness/contrast/saturation factors drawn from [1 - jitter, 1 + jitter].
         compile: `torch.compile` the model (CUDA only).
         bf16: bf16 autocast (CUDA only).
-        deterministic: deterministic kernels and a fixed data order (for bit-exact resume).
+        deterministic: deterministic CUDA kernels, for bit-exact resume (on CPU the kernels and,
+            everywhere, the data order and augmentation are deterministic anyway).
+        seed: seed of the initial weights, the data order and the augmentation.
     """
 
     epochs: int = 90
@@ -46,6 +52,10 @@ class PretrainConfig:
     checkpoint_every: int = 200
     val_episodes: int = 200
     augment: bool = True
+    crop_padding: int | None = None
+    flip: bool = True
+    jitter: float = 0.4
     compile: bool = False
     bf16: bool = True
     deterministic: bool = True
+    seed: int = 0
