@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -91,3 +92,12 @@ def average_buffers(module: torch.nn.Module, ranks: Ranks) -> None:
         if buffer.is_floating_point():
             dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
             buffer.div_(ranks.world_size)
+
+
+def gather_objects(value: Any, ranks: Ranks) -> list[Any]:
+    """`value` from every rank, in rank order (a list of one for a single process)."""
+    if not ranks.distributed:
+        return [value]
+    gathered: list[Any] = [None] * ranks.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

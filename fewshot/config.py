@@ -41,7 +41,7 @@ class Config:
     name: str = "demo"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(width=0.5))
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=6))
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=15, flip=False, crop_padding=0))
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: {h: {} for h in DEFAULT_HEADS})

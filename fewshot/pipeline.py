@@ -16,7 +16,7 @@ from episodes import EpisodeSampler, FewShotDataset, resolve_data_root
 from episodes.errors import fail
 from episodes.io import atomic_write_text
 from fewshot.config import Config, config_to_dict
-from fewshot.distributed import World
+from backbones.distributed import Ranks, barrier, gather_objects
 from fewshot.evaluate import evaluate_heads
 from fewshot.features import FeatureCache, cache_key
 from fewshot.leaderboard import merge, to_markdown
@@ -35,7 +35,7 @@ class RunContext:
         device: torch device of the backbone and heads.
         data_root: dataset root (the feature cache lives in `<data_root>/features`).
         console: where progress and tables go.
-        world: this process's place among distributed ranks.
+        ranks: this process's place among distributed ranks.
         resume: keep results files already written for the same episodes, checkpoint and config.
     """
 
@@ -43,7 +43,7 @@ class RunContext:
     device: str
     data_root: Path | None
     console: Console
-    world: World
+    ranks: Ranks
     resume: bool = False
 
 
@@ -62,9 +62,9 @@ def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, ru
 
     # Rank 0 fills the cache first so that the other ranks read it instead of recomputing.
     features = None
-    if run.world.rank == 0:
+    if run.ranks.is_main:
         features, _ = cache.get_or_compute(key, compute)
-    run.world.barrier()
+    barrier(run.ranks)
     if features is None:
         features, _ = cache.get_or_compute(key, compute)
     if not torch.isfinite(features).all():
@@ -120,8 +120,8 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
             tasks = {name: progress.add_task(f"{settings.n_way}-way {k_shot}-shot {name}",
                                              total=len(episodes)) for name in config.heads}
             heads = evaluate_heads(features, episodes, config.heads, config.features, seed=settings.seed,
-                                   device=run.device, rank=run.world.rank, world_size=run.world.size,
-                                   gather=run.world.gather,
+                                   device=run.device, rank=run.ranks.rank, world_size=run.ranks.world_size,
+                                   gather=lambda value: gather_objects(value, run.ranks),
                                    on_chunk=lambda name, done: progress.advance(tasks[name], done))
         doc = build_results(
             config=config_to_dict(config),
@@ -131,10 +131,10 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
             episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
                       "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
             heads=heads)
-        if run.world.rank == 0:
+        if run.ranks.is_main:
             write_results(path, doc)
         docs.append(doc)
-    if run.world.rank == 0:
+    if run.ranks.is_main:
         export(docs, run)
     return docs
 
@@ -159,4 +159,4 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
 def _progress(run: RunContext) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=run.console,
-                    disable=run.console.quiet or run.world.rank != 0)
+                    disable=run.console.quiet or not run.ranks.is_main)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from backbones import distributed
 from fewshot.cli import command
 from fewshot.commands.evaluate import add_evaluate_options, existing_checkpoint, prepare_run
 
@@ -14,10 +15,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from fewshot.pipeline import evaluate_checkpoint
     checkpoint = existing_checkpoint(args.checkpoint) if args.checkpoint else None
     config, dataset, run = prepare_run(args)
-    if checkpoint is None:
-        checkpoint = run_pretraining(config, dataset, run.output_dir, run.device, resume=args.resume,
-                                     quiet=args.quiet)
-    evaluate_checkpoint(config, dataset, checkpoint, run)
-    if run.world.rank == 0:
+    try:
+        if checkpoint is None:
+            checkpoint = run_pretraining(config, dataset, run.output_dir, run.device, resume=args.resume,
+                                         quiet=args.quiet)
+        evaluate_checkpoint(config, dataset, checkpoint, run)
+    finally:
+        distributed.leave(run.ranks)
+    if run.ranks.is_main:
         run.console.print(f"results, leaderboard.md and accuracy.png written to {run.output_dir}")
     return 0

@@ -10,7 +10,7 @@ from episodes.errors import fail
 from fewshot.cli import (add_run_options, command, console_for, load_run_config, resolve_device,
                          resolve_output_dir)
 from fewshot.config import Config
-from fewshot.distributed import join_world
+from backbones import distributed
 
 if TYPE_CHECKING:  # the pipeline imports torch-heavy modules: load them only when a command runs
     from fewshot.pipeline import RunContext
@@ -33,12 +33,12 @@ def prepare_run(args: argparse.Namespace) -> tuple[Config, FewShotDataset, "RunC
     config = load_run_config(args)
     dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
     episode_samplers(config, dataset)
-    device = resolve_device(args)
-    world = join_world(device)
+    ranks, device = distributed.join(resolve_device(args))
     # Every rank must write into rank 0's directory, whose default name holds a timestamp.
-    output_dir = Path(world.gather(str(resolve_output_dir(args, config.name)) if world.rank == 0 else None)[0])
-    return config, dataset, RunContext(output_dir=output_dir, device=device, data_root=args.data_root,
-                              console=console_for(args), world=world, resume=args.resume)
+    chosen = str(resolve_output_dir(args, config.name)) if ranks.is_main else None
+    output_dir = Path(distributed.gather_objects(chosen, ranks)[0])
+    return config, dataset, RunContext(output_dir=output_dir, device=str(device), data_root=args.data_root,
+                                       console=console_for(args), ranks=ranks, resume=args.resume)
 
 
 def existing_checkpoint(path: str) -> Path:
@@ -56,7 +56,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from fewshot.pipeline import evaluate_checkpoint
     checkpoint = existing_checkpoint(args.checkpoint)
     config, dataset, run = prepare_run(args)
-    evaluate_checkpoint(config, dataset, checkpoint, run)
-    if run.world.rank == 0:
+    try:
+        evaluate_checkpoint(config, dataset, checkpoint, run)
+    finally:
+        distributed.leave(run.ranks)
+    if run.ranks.is_main:
         run.console.print(f"results written to {run.output_dir}")
     return 0
