@@ -109,3 +109,17 @@ def linear_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def one_hot(labels: torch.Tensor, n_way: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Labels [E, S] as one-hot [E, S, n_way] of `dtype`."""
     return F.one_hot(labels, n_way).to(dtype)
+
+
+def check_settings(head: str, config: object, checks: list[tuple[bool, str, str]]) -> None:
+    """Raise a `UserError` for the first failed `(ok, key, rule)` check of a head's settings.
+
+    Args:
+        head: registered head name, for the message (`heads.<head>.<key>`).
+        config: the head's config dataclass.
+        checks: (condition, field name, rule in words such as "> 0").
+    """
+    for ok, key, rule in checks:
+        if not ok:
+            raise fail(f"heads.{head}.{key} is {getattr(config, key)!r}, but must be {rule}.",
+                       f"Set heads.{head}.{key} to a value {rule}.")

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs
+from fewshot.heads.common import check_settings, linear_accuracy, linear_loss, validate_inputs
 
 FITTED, MIN_SIGMA, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
 
@@ -61,10 +60,7 @@ class GreedyRandomHead(HeadOptimizer):
                   (c.patience >= 1, "patience", ">= 1"), (c.min_sigma > 0, "min_sigma", "> 0"),
                   (c.max_steps >= 0, "max_steps", ">= 0"), (c.candidates >= 1, "candidates", ">= 1"),
                   (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")]
-        for ok, key, rule in checks:
-            if not ok:
-                raise fail(f"heads.greedy_random.{key} is {getattr(c, key)!r}, but must be {rule}.",
-                           f"Set heads.greedy_random.{key} to a value {rule}.")
+        check_settings("greedy_random", c, checks)
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:

@@ -25,9 +25,8 @@ from typing import Literal
 
 import torch
 
-from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs
+from fewshot.heads.common import check_settings, linear_accuracy, linear_loss, validate_inputs
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
 
@@ -60,10 +59,7 @@ class GuessCheckHead(HeadOptimizer):
         checks = [(c.scale > 0, "scale", "> 0"), (c.max_guesses >= 1, "max_guesses", ">= 1"),
                   (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
                   (c.batch >= 0, "batch", ">= 0")]
-        for ok, key, rule in checks:
-            if not ok:
-                raise fail(f"heads.guess_check.{key} is {getattr(c, key)!r}, but must be {rule}.",
-                           f"Set heads.guess_check.{key} to a value {rule}.")
+        check_settings("guess_check", c, checks)
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
         c = self.config

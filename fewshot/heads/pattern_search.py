@@ -49,9 +49,8 @@ from typing import Literal
 
 import torch
 
-from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import validate_inputs
+from fewshot.heads.common import check_settings, validate_inputs
 
 FITTED, MIN_RADIUS, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
 _MASK31 = (1 << 31) - 1
@@ -228,10 +227,7 @@ class PatternSearchHead(HeadOptimizer):
                   (c.max_evaluations >= 0, "max_evaluations", ">= 0"),
                   (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
                   (c.chunk_size >= 1, "chunk_size", ">= 1")]
-        for ok, key, rule in checks:
-            if not ok:
-                raise fail(f"heads.pattern_search.{key} is {getattr(c, key)!r}, but must be {rule}.",
-                           f"Set heads.pattern_search.{key} to a value {rule}.")
+        check_settings("pattern_search", c, checks)
 
     def on_accept(self, episodes: torch.Tensor, params: torch.Tensor, steps: torch.Tensor) -> None:
         """Called with the moves taken in each round (a hook for tests that record trajectories).
