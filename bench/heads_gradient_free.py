@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from fewshot.heads import HeadFit, get_head
-from fewshot.heads.pattern_search import (BUDGET, FITTED, MIN_RADIUS, episode_keys, poll_order,
-                                          poll_side)
+from fewshot.heads.compass import episode_keys, poll_order, poll_side
+from fewshot.heads.pattern_search import BUDGET, FITTED, MIN_RADIUS
 from heads import Episodes, accuracy, synthetic_episodes, timed  # bench/heads.py, run as a script
 
 

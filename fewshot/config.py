@@ -5,6 +5,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -18,7 +19,10 @@ from backbones.config import BackboneConfig, PretrainConfig
 from episodes.config import DatasetConfig, EpisodesConfig
 from episodes.errors import fail
 
-DEFAULT_HEADS = ("sgd", "pattern_search", "logistic_regression", "prototype")
+# The demo's heads; pattern search runs both with the seed's stop rule and on to a support loss of 0.1.
+DEFAULT_HEADS: dict[str, dict[str, Any]] = {
+    "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
+    "logistic_regression": {}, "prototype": {}}
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=15, flip=False, crop_padding=0))
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
-    heads: dict[str, dict[str, Any]] = field(default_factory=lambda: {h: {} for h in DEFAULT_HEADS})
+    heads: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_HEADS))
 
 
 def _type_name(kind: Any) -> str:

@@ -47,10 +47,11 @@ class RunContext:
     resume: bool = False
 
 
-def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, run: RunContext) -> torch.Tensor:
+def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, sha256: str,
+                   run: RunContext) -> torch.Tensor:
     """Raw backbone features of the evaluated split, from the cache when possible."""
     split = dataset.split(config.episodes.split)
-    key = cache_key(checkpoint_sha256=checkpoint_sha256(checkpoint), split=split,
+    key = cache_key(checkpoint_sha256=sha256, split=split,
                     split_name=config.episodes.split, preprocessing=IMAGE_PREPROCESSING)
     cache = FeatureCache(resolve_data_root(run.data_root) / "features",
                          log=lambda message: run.console.print(f"[dim]{message}[/]"))
@@ -101,17 +102,17 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         checkpoint: the backbone checkpoint.
         run: output directory, device, console, ranks.
     """
-    features = split_features(config, dataset, checkpoint, run)
-    split = dataset.split(config.episodes.split)
-    _, info = load_checkpoint(checkpoint, device="cpu")
     sha = checkpoint_sha256(checkpoint)
+    _, info = load_checkpoint(checkpoint, device="cpu")
+    features = split_features(config, dataset, checkpoint, sha, run)
+    split = dataset.split(config.episodes.split)
     settings = config.episodes
     docs = []
     for k_shot, sampler in episode_samplers(config, dataset).items():
         episodes = sampler.sample(settings.count)
         path = run.output_dir / results_filename(settings.n_way, k_shot)
         identity = {"episodes": {"fingerprint": episodes.fingerprint},
-                    "backbone": {"checkpoint_sha256": sha}, "config": {"heads": config.heads}}
+                    "backbone": {"checkpoint_sha256": sha}, "config": config_to_dict(config)}
         if run.resume and (done := _reusable(path, identity)) is not None:
             run.console.print(f"{path.name} already complete for these episodes; keeping it")
             docs.append(done)

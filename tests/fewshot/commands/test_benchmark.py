@@ -138,3 +138,17 @@ def test_ctrl_c_leaves_no_partial_results_and_only_complete_cache_entries(first_
     assert not list(out.glob("results-*.json")) and not list(out.glob("*.tmp")) and not list(out.glob(".*tmp"))
     for entry in (data_root / "features").iterdir():
         assert entry.name.startswith("features-") and torch.load(entry, weights_only=True)["features"].shape[0] > 0
+
+
+def test_resume_keeps_finished_settings_only_for_the_same_config(first_run, tiny_config, tmp_path):
+    import shutil
+    root, _ = first_run
+    out = tmp_path / "resumed"
+    shutil.copytree(root / "run1", out)
+    args = ("evaluate", "--checkpoint", str(root / "run1" / "checkpoint-best.pt"), "--config", str(tiny_config),
+            "--output-dir", str(out), "--resume")
+    kept = run_fewshot(*args, data_root=root / "data")
+    assert kept.stdout.count("already complete") == 2
+    changed = run_fewshot(*args, "heads.sgd.steps=21", data_root=root / "data")
+    assert "already complete" not in changed.stdout
+    assert load(out / "results-3way-1shot.json")["config"]["heads"]["sgd"] == {"steps": 21}

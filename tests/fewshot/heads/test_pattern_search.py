@@ -7,8 +7,8 @@ import torch
 from episodes.errors import UserError
 from fewshot.heads import get_head
 from fewshot.heads.common import linear_accuracy, linear_logits, linear_loss
-from fewshot.heads.pattern_search import (BUDGET, FITTED, MIN_RADIUS, PatternSearchHead, episode_keys,
-                                          move_loss, poll_order, poll_side, prepare_problem, state_terms)
+from fewshot.heads.compass import episode_keys, move_loss, poll_order, poll_side, prepare_problem, state_terms
+from fewshot.heads.pattern_search import BUDGET, FITTED, MIN_RADIUS, PatternSearchHead
 
 
 def blobs(episodes: int, n_way: int, shots: int, dim: int, noise: float, seed: int):
