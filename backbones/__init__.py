@@ -4,7 +4,7 @@ Example:
     >>> from backbones import get_backbone, load_checkpoint, extract_features
     >>> model = get_backbone("resnet12", width=0.5)
     >>> model, info = load_checkpoint("runs/demo/checkpoint-best.pt")
-    >>> features = extract_features(model, split.images, batch_size=256, device="cpu")
+    >>> features = extract_features(model, split.images, device="cpu")
 
 `backbones.pretrain.pretrain` and `backbones.augment.augment` are not re-exported here, so that
 the names `backbones.pretrain` and `backbones.augment` stay the modules.

@@ -7,7 +7,12 @@ from torch import nn
 from backbones.augment import to_float
 
 
-def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
+# Measured on the 2-core CPU (bench/evaluate.py): ResNet-12 at 32x32 runs 15-40% more images/s
+# in batches of 16-32 than of 256, whose activations overflow the caches; GPUs want big batches.
+CPU_BATCH, CUDA_BATCH = 32, 512
+
+
+def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 0,
                      device: str | torch.device = "cpu") -> torch.Tensor:
     """Backbone features of uint8 images, float32 [N, D] on the CPU.
 
@@ -18,10 +23,11 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
     Args:
         model: a backbone mapping normalized images [B, 3, H, W] to features [B, D].
         images: uint8 [N, 3, H, W] on any device.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (0: 32 on CPU, 512 on CUDA).
         device: where the forward passes run; the model is moved there.
     """
     device = torch.device(device)
+    batch_size = batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
     was_training = model.training
     model.to(device, memory_format=torch.channels_last).eval()
     on_cuda = device.type == "cuda"

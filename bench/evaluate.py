@@ -4,7 +4,7 @@ Both paths fit the same head (prototype) on the same 600 episodes of the same im
 cached path runs the backbone once per image, the per-episode path once per episode image.
 Also prints feature-extraction GFLOP/s as a fraction of this machine's fp32 matmul peak.
 
-    python bench/evaluate.py [--width 0.5] [--episodes 600] [--measure-episodes 60]
+    python bench/evaluate.py [--width 1.0] [--episodes 600] [--measure-episodes 60]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def accuracy(head, support, labels, query, query_labels, n_way: int) -> torch.Te
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=float, default=0.5)
+    parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--images-per-class", type=int, default=600)
     parser.add_argument("--image-size", type=int, default=32)
@@ -62,7 +62,7 @@ def main() -> None:
     head = get_head("prototype")
 
     start = time.perf_counter()
-    features = extract_features(model, images, batch_size=256)
+    features = extract_features(model, images)
     extraction = time.perf_counter() - start
     start = time.perf_counter()
     cached = accuracy(head, features[episodes.support], episodes.support_labels, features[episodes.query],
@@ -73,8 +73,9 @@ def main() -> None:
     start = time.perf_counter()
     per_episode = []
     for e in range(measured):
-        support = extract_features(model, images[episodes.support[e]], batch_size=256).unsqueeze(0)
-        query = extract_features(model, images[episodes.query[e]], batch_size=256).unsqueeze(0)
+        # as peers do: one forward of the support images and one of the queries per episode
+        support = extract_features(model, images[episodes.support[e]], batch_size=25).unsqueeze(0)
+        query = extract_features(model, images[episodes.query[e]], batch_size=75).unsqueeze(0)
         per_episode.append(accuracy(head, support, episodes.support_labels[e:e + 1], query,
                                     episodes.query_labels[e:e + 1], 5))
     per_episode_total = (time.perf_counter() - start) * args.episodes / measured

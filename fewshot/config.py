@@ -30,12 +30,12 @@ class FeaturesConfig:
     """Args:
         normalize: `l2` scales every feature vector to unit length; `none` leaves it.
         center: subtract the episode's support mean before normalizing.
-        batch_size: images per forward pass when extracting features.
+        batch_size: images per forward pass when extracting features (0: 32 on CPU, 512 on CUDA).
     """
 
     normalize: Literal["l2", "none"] = "l2"
     center: bool = False
-    batch_size: int = 256
+    batch_size: int = 0
 
 
 @dataclass
