@@ -97,7 +97,7 @@ def _load_heads() -> None:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry.load()
-        except Exception as error:  # a broken plug-in must not take the suite down
+        except Exception as error:  # name the broken package rather than fail with its traceback
             raise fail(f"The head plug-in {entry.name!r} ({entry.value}) failed to import: {error}.",
                        "Fix or uninstall the package that provides it.") from error
         if isinstance(loaded, type) and issubclass(loaded, HeadOptimizer) and entry.name not in _HEADS:

@@ -46,7 +46,8 @@ def test_document_follows_the_schema():
     assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
     assert doc["ci_method"] == "student-t" and "0.975" in doc["ci_formula"]
     assert [head["name"] for head in doc["heads"]] == ["sgd", "pattern_search", "prototype"]
-    assert set(doc["heads"][0]) == {"name", "config", "accuracy", "per_episode", "fit_seconds", "diagnostics"}
+    head_keys = {"name", "config", "accuracy", "per_episode", "fit_seconds", "diagnostics"}
+    assert set(doc["heads"][0]) == head_keys
 
 
 def test_stored_ci_can_be_recomputed_from_per_episode_values():
