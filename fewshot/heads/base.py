@@ -59,6 +59,15 @@ class HeadOptimizer(ABC):
     def __init__(self, config: Any = None, **overrides: Any):
         base = config if config is not None else self.Config()
         self.config = dataclasses.replace(base, **overrides) if overrides else base
+        name = self.name or type(self).__name__
+        for ok, key, rule in self.setting_rules():
+            if not ok:
+                raise fail(f"heads.{name}.{key} is {getattr(self.config, key)!r}, but must be {rule}.",
+                           f"Set heads.{name}.{key} to a value {rule}.")
+
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
+        """Checks of `self.config` as (holds, field, rule in words such as "> 0"); none by default."""
+        return []
 
     @abstractmethod
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,

@@ -111,15 +111,7 @@ def one_hot(labels: torch.Tensor, n_way: int, dtype: torch.dtype = torch.float32
     return F.one_hot(labels, n_way).to(dtype)
 
 
-def check_settings(head: str, config: object, checks: list[tuple[bool, str, str]]) -> None:
-    """Raise a `UserError` for the first failed `(ok, key, rule)` check of a head's settings.
 
-    Args:
-        head: registered head name, for the message (`heads.<head>.<key>`).
-        config: the head's config dataclass.
-        checks: (condition, field name, rule in words such as "> 0").
-    """
-    for ok, key, rule in checks:
-        if not ok:
-            raise fail(f"heads.{head}.{key} is {getattr(config, key)!r}, but must be {rule}.",
-                       f"Set heads.{head}.{key} to a value {rule}.")
+def with_bias_column(features: torch.Tensor) -> torch.Tensor:
+    """[E, S, D] -> [E, S, D + 1] with a column of ones, so the bias is the last weight row."""
+    return torch.cat([features, features.new_ones(*features.shape[:-1], 1)], dim=-1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import check_settings, linear_accuracy, linear_loss, validate_inputs
+from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
 
 FITTED, MIN_SIGMA, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
 
@@ -53,14 +53,12 @@ class GreedyRandomHead(HeadOptimizer):
         candidates: int = 4
         loss_threshold: float | None = None
 
-    def __init__(self, config: Config | None = None, **overrides: object):
-        super().__init__(config, **overrides)
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
-        checks = [(c.sigma > 0, "sigma", "> 0"), (0 < c.shrink < 1, "shrink", "in (0, 1)"),
-                  (c.patience >= 1, "patience", ">= 1"), (c.min_sigma > 0, "min_sigma", "> 0"),
-                  (c.max_steps >= 0, "max_steps", ">= 0"), (c.candidates >= 1, "candidates", ">= 1"),
-                  (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")]
-        check_settings("greedy_random", c, checks)
+        return [(c.sigma > 0, "sigma", "> 0"), (0 < c.shrink < 1, "shrink", "in (0, 1)"),
+                (c.patience >= 1, "patience", ">= 1"), (c.min_sigma > 0, "min_sigma", "> 0"),
+                (c.max_steps >= 0, "max_steps", ">= 0"), (c.candidates >= 1, "candidates", ">= 1"),
+                (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")]
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
@@ -70,7 +68,7 @@ class GreedyRandomHead(HeadOptimizer):
         episodes, shots, dim = support.shape
         device = support.device
         # A column of ones makes the bias the last row of one parameter matrix [E, D + 1, N].
-        features = torch.cat([support, support.new_ones(episodes, shots, 1)], dim=2)
+        features = with_bias_column(support)
         params = support.new_zeros(episodes, dim + 1, n_way)
         logits = support.new_zeros(episodes, shots, n_way)
         loss = linear_loss(logits, labels)

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import check_settings, linear_accuracy, linear_loss, validate_inputs
+from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
 
@@ -53,13 +53,11 @@ class GuessCheckHead(HeadOptimizer):
         loss_threshold: float | None = None
         batch: int = 0
 
-    def __init__(self, config: Config | None = None, **overrides: object):
-        super().__init__(config, **overrides)
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
-        checks = [(c.scale > 0, "scale", "> 0"), (c.max_guesses >= 1, "max_guesses", ">= 1"),
-                  (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
-                  (c.batch >= 0, "batch", ">= 0")]
-        check_settings("guess_check", c, checks)
+        return [(c.scale > 0, "scale", "> 0"), (c.max_guesses >= 1, "max_guesses", ">= 1"),
+                (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
+                (c.batch >= 0, "batch", ">= 0")]
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
         c = self.config
@@ -77,7 +75,7 @@ class GuessCheckHead(HeadOptimizer):
         episodes, shots, dim = support.shape
         device = support.device
         rows = dim + 1 if c.bias else dim
-        features = torch.cat([support, support.new_ones(episodes, shots, 1)], 2) if c.bias else support
+        features = with_bias_column(support) if c.bias else support
         params = support.new_zeros(episodes, rows, n_way)
         best_loss = torch.full((episodes,), math.inf, device=device)
         guesses = torch.zeros(episodes, dtype=torch.long, device=device)

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import (linear_logits, linear_loss, log_sum_exp, one_hot,
-                                  validate_inputs)
+                                  validate_inputs, with_bias_column)
 
 _ARMIJO = 1e-4      # sufficient-decrease constant of the backtracking line search
 _HALVINGS = 30      # line-search halvings before a step is given up
@@ -71,14 +70,9 @@ class LogisticRegressionHead(HeadOptimizer):
         max_iter: int = 50
         tol: float = 1e-5
 
-    def __init__(self, config: Config | None = None, **overrides: object):
-        super().__init__(config, **overrides)
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
-        for ok, key, rule in [(c.C > 0, "C", "> 0"), (c.max_iter >= 1, "max_iter", ">= 1"),
-                              (c.tol > 0, "tol", "> 0")]:
-            if not ok:
-                raise fail(f"heads.logistic_regression.{key} is {getattr(c, key)!r}, but must be "
-                           f"{rule}.", f"Set heads.logistic_regression.{key} to a value {rule}.")
+        return [(c.C > 0, "C", "> 0"), (c.max_iter >= 1, "max_iter", ">= 1"), (c.tol > 0, "tol", "> 0")]
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
@@ -87,7 +81,7 @@ class LogisticRegressionHead(HeadOptimizer):
         support = support.float()
         coordinates = _gram_factor(support)
         # Append a constant column: the last row of `params` is the bias.
-        features = torch.cat([coordinates, coordinates.new_ones(episodes, shots, 1)], dim=2)
+        features = with_bias_column(coordinates)
         params = coordinates.new_zeros(episodes, shots + 1, n_way)
         targets = one_hot(labels, n_way, torch.float64)
         problem = (features, features.transpose(1, 2).contiguous(), targets)

@@ -50,7 +50,7 @@ from typing import Literal
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import check_settings, validate_inputs
+from fewshot.heads.common import validate_inputs
 from fewshot.heads.compass import (SearchProblem, episode_keys, move_loss, poll_order, poll_side,
                                    prepare_problem, state_terms)
 
@@ -105,14 +105,12 @@ class PatternSearchHead(HeadOptimizer):
         chunk_size: int = 256
         variant: Literal["opportunistic", "parallel"] = "opportunistic"
 
-    def __init__(self, config: Config | None = None, **overrides: object):
-        super().__init__(config, **overrides)
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
-        checks = [(c.radius > 0, "radius", "> 0"), (c.min_radius > 0, "min_radius", "> 0"),
-                  (c.max_evaluations >= 0, "max_evaluations", ">= 0"),
-                  (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
-                  (c.chunk_size >= 1, "chunk_size", ">= 1")]
-        check_settings("pattern_search", c, checks)
+        return [(c.radius > 0, "radius", "> 0"), (c.min_radius > 0, "min_radius", "> 0"),
+                (c.max_evaluations >= 0, "max_evaluations", ">= 0"),
+                (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
+                (c.chunk_size >= 1, "chunk_size", ">= 1")]
 
     def on_accept(self, episodes: torch.Tensor, params: torch.Tensor, steps: torch.Tensor) -> None:
         """Called with the moves taken in each round (a hook for tests that record trajectories).

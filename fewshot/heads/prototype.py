@@ -17,7 +17,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import class_counts, linear_loss, one_hot, validate_inputs
 
@@ -47,12 +46,8 @@ class PrototypeHead(HeadOptimizer):
         metric: Literal["euclidean", "cosine"] = "euclidean"
         temperature: float = 1.0
 
-    def __init__(self, config: Config | None = None, **overrides: object):
-        super().__init__(config, **overrides)
-        if not self.config.temperature > 0:
-            raise fail(f"heads.prototype.temperature is {self.config.temperature!r}, but must be "
-                       "> 0.",
-                       "Set heads.prototype.temperature to a positive value such as 1.0.")
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
+        return [(self.config.temperature > 0, "temperature", "> 0")]
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:

@@ -18,7 +18,6 @@ from typing import Literal
 
 import torch
 
-from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_logits, linear_loss, one_hot, softmax, validate_inputs
 
@@ -56,17 +55,11 @@ class SGDHead(HeadOptimizer):
         bias: bool = True
         form: Literal["auto", "primal"] = "auto"
 
-    def __init__(self, config: Config | None = None, **overrides: object):
-        super().__init__(config, **overrides)
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
-        checks = [(c.steps >= 0, "steps", ">= 0"), (c.lr > 0, "lr", "> 0"),
-                  (0 <= c.momentum < 1, "momentum", "in [0, 1)"),
-                  (c.weight_decay >= 0, "weight_decay", ">= 0"),
-                  (c.batch_size >= 0, "batch_size", ">= 0")]
-        for ok, key, rule in checks:
-            if not ok:
-                raise fail(f"heads.sgd.{key} is {getattr(c, key)!r}, but must be {rule}.",
-                           f"Set heads.sgd.{key} to a value {rule}.")
+        return [(c.steps >= 0, "steps", ">= 0"), (c.lr > 0, "lr", "> 0"),
+                (0 <= c.momentum < 1, "momentum", "in [0, 1)"),
+                (c.weight_decay >= 0, "weight_decay", ">= 0"), (c.batch_size >= 0, "batch_size", ">= 0")]
 
     @property
     def uses_dual_form(self) -> bool:

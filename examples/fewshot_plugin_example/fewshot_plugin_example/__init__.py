@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from episodes.errors import fail
 from fewshot.heads import HeadFit, HeadOptimizer
 
 
@@ -32,11 +31,9 @@ class RidgeHead(HeadOptimizer):
         l2: float = 1.0
         bias: bool = True
 
-    def __init__(self, config: Config | None = None, **overrides: object):
-        super().__init__(config, **overrides)
-        if self.config.l2 <= 0:  # bad settings are user errors: say what to change
-            raise fail(f"heads.ridge.l2 is {self.config.l2!r}, but must be > 0.",
-                       "Set heads.ridge.l2 to a positive value, e.g. 1.0.")
+    def setting_rules(self) -> list[tuple[bool, str, str]]:
+        # Checked when the head is built: a failed rule is a user error naming heads.ridge.l2.
+        return [(self.config.l2 > 0, "l2", "> 0")]
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
