@@ -5,12 +5,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from rich.console import Console
 from rich.table import Table
 
 from episodes.errors import UserError, fail
+
+if TYPE_CHECKING:
+    from backbones.distributed import Ranks
 
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
@@ -40,18 +43,27 @@ def resolve_device(args: argparse.Namespace) -> str:
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_output_dir(args: argparse.Namespace, config_name: str) -> Path:
-    """`--output-dir`, else `runs/<config>-<timestamp>`; fails early if it cannot be written."""
-    path = Path(args.output_dir) if args.output_dir else Path("runs") / f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise fail(f"The output directory {str(path)!r} cannot be written ({error.strerror}).",
-                   "Pass --output-dir with a folder you can write to.") from None
-    return path
+def resolve_output_dir(args: argparse.Namespace, config_name: str, ranks: "Ranks | None" = None) -> Path:
+    """`--output-dir`, else `runs/<config>-<timestamp>`; fails early if it cannot be written.
+
+    Under `torchrun` rank 0 names and creates the folder and every rank gets its path (the
+    default name holds a timestamp, which would differ between processes).
+    """
+    from backbones.distributed import Ranks, gather_objects
+    ranks = ranks or Ranks()
+    chosen = None
+    if ranks.is_main:
+        chosen = Path(args.output_dir) if args.output_dir else \
+            Path("runs") / f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            chosen.mkdir(parents=True, exist_ok=True)
+            probe = chosen / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise fail(f"The output directory {str(chosen)!r} cannot be written ({error.strerror}).",
+                       "Pass --output-dir with a folder you can write to.") from None
+    return Path(gather_objects(chosen, ranks)[0])
 
 
 def load_run_config(args: argparse.Namespace):

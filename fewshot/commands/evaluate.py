@@ -34,9 +34,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Config, FewShotDataset, "RunC
     dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
     episode_samplers(config, dataset)
     ranks, device = distributed.join(resolve_device(args))
-    # Every rank must write into rank 0's directory, whose default name holds a timestamp.
-    chosen = str(resolve_output_dir(args, config.name)) if ranks.is_main else None
-    output_dir = Path(distributed.gather_objects(chosen, ranks)[0])
+    output_dir = resolve_output_dir(args, config.name, ranks)
     return config, dataset, RunContext(output_dir=output_dir, device=str(device), data_root=args.data_root,
                                        console=console_for(args), ranks=ranks, resume=args.resume)
 
@@ -50,16 +48,23 @@ def existing_checkpoint(path: str) -> Path:
     return checkpoint
 
 
-@command("evaluate", "evaluate the configured heads on a pretrained backbone's features",
-         lambda parser: add_evaluate_options(parser, checkpoint_required=True))
-def run_evaluate(args: argparse.Namespace) -> int:
+def run_pipeline(args: argparse.Namespace) -> int:
+    """Pretrain unless --checkpoint is given, then evaluate every head and export the results."""
     from fewshot.pipeline import evaluate_checkpoint
-    checkpoint = existing_checkpoint(args.checkpoint)
+    checkpoint = existing_checkpoint(args.checkpoint) if args.checkpoint else None
     config, dataset, run = prepare_run(args)
     try:
+        if checkpoint is None:
+            from fewshot.commands.pretrain import run_pretraining
+            checkpoint = run_pretraining(config, dataset, run.output_dir, run.device, resume=args.resume,
+                                         quiet=args.quiet)
         evaluate_checkpoint(config, dataset, checkpoint, run)
     finally:
         distributed.leave(run.ranks)
     if run.ranks.is_main:
-        run.console.print(f"results written to {run.output_dir}")
+        run.console.print(f"results, leaderboard.md and accuracy.png written to {run.output_dir}")
     return 0
+
+
+command("evaluate", "evaluate the configured heads on a pretrained backbone's features",
+        lambda parser: add_evaluate_options(parser, checkpoint_required=True))(run_pipeline)

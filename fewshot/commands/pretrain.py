@@ -101,11 +101,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     device = resolve_device(args)
     ranks, _ = distributed.join(device)
     try:
-        # Rank 0 names the run directory (its default holds a timestamp) and the others follow.
-        chosen = [str(resolve_output_dir(args, config.name)) if ranks.is_main else None]
-        if ranks.distributed:
-            torch.distributed.broadcast_object_list(chosen, src=0)
-        best = run_pretraining(config, dataset, Path(chosen[0]), device, resume=args.resume, quiet=args.quiet)
+        output_dir = resolve_output_dir(args, config.name, ranks)
+        best = run_pretraining(config, dataset, output_dir, device, resume=args.resume, quiet=args.quiet)
     finally:
         distributed.leave(ranks)
     if ranks.is_main:
