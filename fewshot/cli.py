@@ -104,7 +104,8 @@ def run_heads(args: argparse.Namespace) -> int:
         table.add_column(column)
     for name in available_heads():
         cls = head_class(name)
-        settings = ", ".join(f"{f.name}={getattr(cls.Config(), f.name)!r}" for f in dataclasses.fields(cls.Config))
+        defaults = cls.Config()
+        settings = ", ".join(f"{f.name}={getattr(defaults, f.name)!r}" for f in dataclasses.fields(defaults))
         table.add_row(name, f"{cls.__module__}.{cls.__qualname__}", settings)
     console_for(args).print(table)
     return 0

@@ -28,24 +28,23 @@ def chunk_seed(seed: int, head: str, chunk: int) -> int:
     return int(hashlib.sha256(f"{seed}/{head}/{chunk}".encode()).hexdigest()[:15], 16)
 
 
-def episode_tensors(features: torch.Tensor, episodes: Episodes, rows: slice, settings: FeaturesConfig,
+def episode_tensors(features: torch.Tensor, episodes: Episodes, chunk: int, settings: FeaturesConfig,
                     device: str) -> tuple[torch.Tensor, ...]:
-    """Preprocessed support and query features and labels of the episodes in `rows`."""
-    part = episodes.subset(rows)
+    """Preprocessed support and query features and labels of one chunk of episodes."""
+    part = episodes.subset(slice(chunk * CHUNK_SIZE, (chunk + 1) * CHUNK_SIZE))
     support = features[part.support].to(device, non_blocking=True)
     query = features[part.query].to(device, non_blocking=True)
     support, query = preprocess(support, query, normalize=settings.normalize, center=settings.center)
     return support, part.support_labels.to(device), query, part.query_labels.to(device)
 
 
-def evaluate_chunk(label: str, head: HeadOptimizer, features: torch.Tensor, episodes: Episodes, chunk: int,
-                   settings: FeaturesConfig, *, seed: int, device: str) -> dict[str, Any]:
-    """Fit and score one chunk of episodes: accuracies, diagnostics and fit time."""
-    rows = slice(chunk * CHUNK_SIZE, min((chunk + 1) * CHUNK_SIZE, len(episodes)))
-    support, labels, query, query_labels = episode_tensors(features, episodes, rows, settings, device)
+def evaluate_chunk(label: str, head: HeadOptimizer, tensors: tuple[torch.Tensor, ...], n_way: int, chunk: int,
+                   *, seed: int, device: str) -> dict[str, Any]:
+    """Fit and score one chunk of episodes (`episode_tensors`): accuracies, diagnostics, fit time."""
+    support, labels, query, query_labels = tensors
     generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, label, chunk))
     start = time.perf_counter()
-    fit = head.fit(support, labels, episodes.n_way, generator=generator)
+    fit = head.fit(support, labels, n_way, generator=generator)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -74,13 +73,17 @@ def evaluate_heads(features: torch.Tensor, episodes: Episodes, heads: dict[str, 
         on_chunk: progress callback (head name, episodes finished).
     """
     chunks = range((len(episodes) + CHUNK_SIZE - 1) // CHUNK_SIZE)
+    # Gathered and preprocessed once, shared by every head.
+    tensors = {chunk: episode_tensors(features, episodes, chunk, settings, device)
+               for chunk in chunks[rank::world_size]}
     results = []
     for name, entry in heads.items():
         head_name, overrides = head_spec(name, entry)
         head = get_head(head_name, **overrides)
         mine = {}
-        for chunk in chunks[rank::world_size]:
-            mine[chunk] = evaluate_chunk(name, head, features, episodes, chunk, settings, seed=seed, device=device)
+        for chunk, chunk_tensors in tensors.items():
+            mine[chunk] = evaluate_chunk(name, head, chunk_tensors, episodes.n_way, chunk, seed=seed,
+                                         device=device)
             on_chunk(name, len(mine[chunk]["accuracy"]))
         if world_size > 1:
             mine = {chunk: part for parts in gather(mine) for chunk, part in parts.items()}

@@ -47,7 +47,7 @@ class RunContext:
     resume: bool = False
 
 
-def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, sha256: str,
+def split_features(config: Config, dataset: FewShotDataset, model: torch.nn.Module, sha256: str,
                    run: RunContext) -> torch.Tensor:
     """Raw backbone features of the evaluated split, from the cache when possible."""
     split = dataset.split(config.episodes.split)
@@ -57,7 +57,6 @@ def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, sh
                          log=lambda message: run.console.print(f"[dim]{message}[/]"))
 
     def compute() -> torch.Tensor:
-        model, _ = load_checkpoint(checkpoint, device=run.device)
         run.console.print(f"extracting features of {len(split)} {config.episodes.split} images")
         return extract_features(model, split.images, batch_size=config.features.batch_size, device=run.device)
 
@@ -69,7 +68,7 @@ def split_features(config: Config, dataset: FewShotDataset, checkpoint: Path, sh
     if features is None:
         features, _ = cache.get_or_compute(key, compute)
     if not torch.isfinite(features).all():
-        raise fail(f"The backbone in {checkpoint} produced NaN or infinite features.",
+        raise fail("The backbone produced NaN or infinite features.",
                    "The checkpoint is broken (diverged training?): pretrain again with a lower "
                    "pretrain.lr, or pass another --checkpoint.")
     return features
@@ -103,8 +102,9 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         run: output directory, device, console, ranks.
     """
     sha = checkpoint_sha256(checkpoint)
-    _, info = load_checkpoint(checkpoint, device="cpu")
-    features = split_features(config, dataset, checkpoint, sha, run)
+    model, info = load_checkpoint(checkpoint, device=run.device)
+    features = split_features(config, dataset, model, sha, run)
+    del model  # free the backbone (GPU memory) before the heads run
     split = dataset.split(config.episodes.split)
     settings = config.episodes
     docs = []
