@@ -160,24 +160,34 @@ COMPARISONS: dict[str, Callable[[Episodes, argparse.Namespace], None]] = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_parser(doc: str, comparisons: dict) -> argparse.ArgumentParser:
+    """The options every heads bench takes: episodes, dimension, threads, which comparisons."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--dim", type=int, default=640)
-    parser.add_argument("--steps", type=int, default=100, help="SGD steps")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = torch's default); 1 is steadier on a busy machine")
-    parser.add_argument("--only", choices=sorted(COMPARISONS), action="append",
+    parser.add_argument("--only", choices=sorted(comparisons), action="append",
                         help="run only these comparisons (repeatable)")
-    args = parser.parse_args()
+    return parser
+
+
+def bench_data(args: argparse.Namespace) -> Episodes:
+    """Sets the thread count, prints the setting and returns the synthetic episodes."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = synthetic_episodes(args.episodes, dim=args.dim)
     print(f"{args.episodes} episodes, 5-way 5-shot, 15 queries per class, {args.dim}-d "
           f"L2-normalized synthetic features; torch threads: {torch.get_num_threads()}")
+    return synthetic_episodes(args.episodes, dim=args.dim)
+
+
+def main() -> None:
+    parser = bench_parser(__doc__, COMPARISONS)
+    parser.add_argument("--steps", type=int, default=100, help="SGD steps")
+    args = parser.parse_args()
+    data = bench_data(args)
     for name in args.only or list(COMPARISONS):
         COMPARISONS[name](data, args)
-
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from fewshot.heads import HeadFit, get_head
 from fewshot.heads.compass import episode_keys, poll_order, poll_side
 from fewshot.heads.pattern_search import BUDGET, FITTED, MIN_RADIUS
-from heads import Episodes, accuracy, synthetic_episodes, timed  # bench/heads.py, run as a script
+from heads import Episodes, accuracy, bench_data, bench_parser, timed  # bench/heads.py, run as a script
 
 
 def seed_style_pattern_search(data: Episodes, radius: float, min_radius: float, max_evaluations: int,
@@ -132,27 +132,17 @@ COMPARISONS: dict[str, Callable[[Episodes, argparse.Namespace], None]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--dim", type=int, default=640)
+    parser = bench_parser(__doc__, COMPARISONS)
     parser.add_argument("--seed-style-episodes", type=int, default=0,
                         help="run the slow loops on only the first N episodes and scale their time (0 = all)")
     parser.add_argument("--max-evaluations", type=int, default=500_000)
     parser.add_argument("--float64", action="store_true",
                         help="features in float64: both searches then resolve near-ties alike")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0 = torch's default); 1 is steadier on a busy machine")
-    parser.add_argument("--only", choices=sorted(COMPARISONS), action="append",
-                        help="run only these comparisons (repeatable)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = synthetic_episodes(args.episodes, dim=args.dim)
+    data = bench_data(args)
     if args.float64:
         data = Episodes(data.support.double(), data.support_labels, data.query.double(), data.query_labels,
                         data.n_way)
-    print(f"{args.episodes} episodes, 5-way 5-shot, 15 queries per class, {args.dim}-d "
-          f"L2-normalized synthetic features (bench/heads.py); torch threads: {torch.get_num_threads()}")
     with torch.inference_mode():
         for name in args.only or list(COMPARISONS):
             COMPARISONS[name](data, args)
