@@ -103,6 +103,16 @@ def resize_images(images: torch.Tensor, size: int, batch: int = 1024) -> torch.T
     return out
 
 
+def resized(dataset: FewShotDataset, image_size: int) -> FewShotDataset:
+    """`dataset` with every split at image_size x image_size (itself when already so, or size 0)."""
+    splits = [dataset.base, dataset.val, dataset.novel]
+    if not image_size or all(split.image_size == image_size for split in splits):
+        return dataset  # keeps the splits' cached fingerprints
+    base, val, novel = (Split(resize_images(split.images, image_size), split.labels, split.class_names)
+                        for split in splits)
+    return FewShotDataset(dataset.name, base, val, novel)
+
+
 def split_from_lists(images: list[torch.Tensor] | torch.Tensor, labels: list[int],
                      class_names: list[str] | tuple[str, ...]) -> Split:
     """Build a `Split` from stacked or listed CHW uint8 images and integer labels."""

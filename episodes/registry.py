@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from episodes.base import FewShotDataset, resize_images, Split
+from episodes.base import FewShotDataset, resized
 from episodes.errors import fail
 
 DEFAULT_DATA_ROOT = Path("~/.cache/fewshot")
@@ -98,12 +98,7 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
     source = get_dataset_source(name)
     root = resolve_data_root(data_root)
     dataset = source.load(root, Path(path).expanduser() if path else None, image_size or 0)
-    if not image_size:
-        return dataset
-    resized = {split: Split(resize_images(getattr(dataset, split).images, image_size),
-                            getattr(dataset, split).labels, getattr(dataset, split).class_names)
-               for split in ("base", "val", "novel")}
-    return FewShotDataset(dataset.name, **resized)
+    return resized(dataset, image_size or 0)
 
 
 def _import_builtin_sources() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from matplotlib import ft2font
 
-from episodes.base import FewShotDataset, resize_images, Split, SPLIT_NAMES
+from episodes.base import FewShotDataset, resized, Split, SPLIT_NAMES
 from episodes.errors import fail
 from episodes.glyphs_augment import augment_glyphs, AugmentConfig
 from episodes.glyphs_render import (candidate_code_points, class_name, drop_lookalikes,
@@ -200,12 +200,7 @@ class GlyphsSource(DatasetSource):
         return cache if cache.is_file() else None
 
     def load(self, data_root: Path, path: Path | None, image_size: int) -> FewShotDataset:
-        dataset = load_glyphs(self.folder(data_root, path), self.params)
-        if not image_size or image_size == self.params.image_size:
-            return dataset
-        return FewShotDataset(dataset.name, *(
-            Split(resize_images(split.images, image_size), split.labels, split.class_names)
-            for split in (dataset.base, dataset.val, dataset.novel)))
+        return resized(load_glyphs(self.folder(data_root, path), self.params), image_size)
 
 
 def save_sample_grid(dataset: FewShotDataset, path: str | Path, classes: int = 10,
