@@ -7,6 +7,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,6 +128,11 @@ class _Run:
     def end_epoch(self, sums: list[float], bar: TrainingProgress) -> None:
         """Validate, record the epoch, and write the best and last checkpoints."""
         state = self.state
+        if not math.isfinite(sums[0]):  # before validation and checkpoints: diverged weights are kept nowhere
+            raise fail(f"Pretraining diverged in epoch {state.epoch + 1}: the training loss is {sums[0] / sums[2]} "
+                       f"(pretrain.lr = {self.settings.lr}, batch size {self.settings.batch_size}). The learning "
+                       "rate is too high for this network and data.",
+                       "Lower pretrain.lr (the bundled configs use 0.05) and start again in a new --output-dir.")
         distributed.average_buffers(self.trainer.network, self.ranks)
         accuracy = None
         if self.validate is not None and self.ranks.is_main:
