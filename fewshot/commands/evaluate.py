@@ -53,7 +53,7 @@ def prepare_run(args: argparse.Namespace, checkpoint: Path | None = None
     output_dir = resolve_output_dir(args, config.name, ranks)
     console = console_for(args)
     for warning in warnings if ranks.is_main else []:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     return config, dataset, RunContext(output_dir=output_dir, device=str(device), data_root=args.data_root,
                                        console=console, ranks=ranks, resume=args.resume,
                                        force=getattr(args, "force", False))

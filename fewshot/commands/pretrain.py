@@ -104,7 +104,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     warnings += check_dataset(config, dataset)
     ranks, _ = distributed.join(device)
     for warning in warnings if ranks.is_main else []:
-        console_for(args).print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console_for(args).print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     try:
         output_dir = resolve_output_dir(args, config.name, ranks)
         best = run_pretraining(config, dataset, output_dir, device, resume=args.resume, quiet=args.quiet)
