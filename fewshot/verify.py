@@ -58,10 +58,10 @@ HEAD_CHECKS: tuple[Check, ...] = (
      "a non-empty list of accuracies in [0, 1]"),
     ("fit_seconds", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("accuracy", lambda v: isinstance(v, dict), "an object"),
-    ("accuracy.mean", _fraction, "a number in [0, 1]"),
+    ("accuracy.mean", lambda v: v is None or _fraction(v), "a number in [0, 1] (null only with n = 0)"),
     ("accuracy.std", _optional_nonnegative, "a number >= 0 or null"),
     ("accuracy.ci95", _optional_nonnegative, "a number >= 0 or null"),
-    ("accuracy.n", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("accuracy.n", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     ("diagnostics", lambda v: v is None or (isinstance(v, dict) and all(isinstance(d, dict) for d in v.values())),
      "an object of objects"),
 )
@@ -110,6 +110,9 @@ def type_problems(doc: dict) -> list[str]:
         return problems + ["heads is not a non-empty list of objects"]
     for i, head in enumerate(heads):
         problems += _apply(HEAD_CHECKS, head, f"heads.{i}.", optional=("accuracy.std", "diagnostics"))
+        accuracy = head.get("accuracy") if isinstance(head.get("accuracy"), dict) else {}
+        if accuracy.get("mean") is None and accuracy.get("n") != 0:  # no mean only when no episode counts
+            problems.append(f"heads.{i}.accuracy.mean is None, but its n is {accuracy.get('n')!r}")
     names = [head.get("name") for head in heads]
     if len(set(map(str, names))) != len(names):
         problems.append(f"head names repeat ({names})")
