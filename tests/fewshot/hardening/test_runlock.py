@@ -13,7 +13,6 @@ import torch
 from episodes.io import TEMP_SUFFIX
 from fewshot.cli import main, resolve_output_dir
 from fewshot.runlock import LOCK_NAME, claim_run_dir, release_run_dir
-from tests.fewshot.conftest import run_fewshot
 
 
 def heads_of(path):

@@ -8,10 +8,9 @@ import yaml
 
 from episodes.errors import UserError
 from fewshot.cli import main
-from fewshot.config import load_config
-from fewshot.results import read_results, write_results
+from fewshot.config import Config, config_to_dict, load_config
 from fewshot.leaderboard import RENDERERS, merge
-from fewshot.results import write_csv
+from fewshot.results import read_results, write_csv, write_results
 from fewshot.validate import check_config
 from fewshot.verify import verify_results
 from tests.fewshot.test_results import make_doc
@@ -142,7 +141,6 @@ def test_fuzz_results_reader_raises_only_user_errors(tmp_path):
 
 def test_fuzz_config_loader_raises_only_user_errors(tmp_path):
     rng = random.Random(12)
-    from fewshot.config import Config, config_to_dict
     tree = config_to_dict(Config())
     text = yaml.safe_dump(tree)
     path = tmp_path / "c.yaml"
