@@ -5,6 +5,7 @@ import argparse
 
 from episodes.io import atomic_write_text
 from fewshot.cli import command, console_for
+from fewshot.errorpath import check_output_file
 from fewshot.leaderboard import MISMATCH_FLAG, RENDERERS, merge
 from fewshot.results import find_results_files, read_results
 
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command("leaderboard", "merge results files of several runs into one ranked table", add_arguments)
 def run_leaderboard(args: argparse.Namespace) -> int:
     """Read every results file first, so a bad one stops the command before anything is written."""
+    if args.output is not None:
+        check_output_file(args.output)  # before reading: a bad --output stops the command at once
     paths = find_results_files(args.results)
     docs = [read_results(path) for path in paths]
     rows = merge(docs, sources=[str(path) for path in paths], allow_mismatch=args.allow_mismatch)

@@ -97,9 +97,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.resume and not args.output_dir:
         raise fail("--resume continues an earlier run, but no run directory was given.",
                    "Pass --output-dir with the folder of the run to continue.")
-    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    from fewshot.validate import check_config, check_dataset
+    warnings = check_config(config, pretraining=True, evaluating=False)
     device = resolve_device(args)
+    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    warnings += check_dataset(config, dataset)
     ranks, _ = distributed.join(device)
+    for warning in warnings if ranks.is_main else []:
+        console_for(args).print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     try:
         output_dir = resolve_output_dir(args, config.name, ranks)
         best = run_pretraining(config, dataset, output_dir, device, resume=args.resume, quiet=args.quiet)

@@ -149,6 +149,8 @@ def test_resume_keeps_finished_settings_only_for_the_same_config(first_run, tiny
             "--output-dir", str(out), "--resume")
     kept = run_fewshot(*args, data_root=root / "data")
     assert kept.stdout.count("already complete") == 2
-    changed = run_fewshot(*args, "heads.sgd.steps=21", data_root=root / "data")
-    assert "already complete" not in changed.stdout
+    changed = run_fewshot(*args, "heads.sgd.steps=21", data_root=root / "data", check=False)
+    assert changed.returncode == 2 and "holds results of another run" in changed.stderr  # never silently replaced
+    assert load(out / "results-3way-1shot.json")["config"]["heads"]["sgd"] == {"steps": 20}
+    run_fewshot(*args, "heads.sgd.steps=21", "--force", data_root=root / "data")
     assert load(out / "results-3way-1shot.json")["config"]["heads"]["sgd"] == {"steps": 21}
