@@ -61,6 +61,12 @@ def plot_accuracy(docs: Sequence[dict], path: str | os.PathLike, *, sources: Seq
     if image_format is None:
         raise fail(f"Cannot write a plot to {str(path)!r}: the file type {path.suffix or '(none)'!r} is not supported.",
                    f"Name the file with one of {', '.join(FORMATS)}.")
+    return atomic_write_bytes(path, render_accuracy(docs, image_format, sources=sources))
+
+
+def render_accuracy(docs: Sequence[dict], image_format: str = "png", *, sources: Sequence[str] | None = None,
+                    dpi: int = 120) -> bytes:
+    """The accuracy plot as image bytes (`png` or `svg`); see `plot_accuracy`."""
     rows = merge(docs, sources=sources, allow_mismatch=True)
     if not rows:
         raise fail("There is nothing to plot: the results hold no heads.", "Pass results files with at least one head.")
@@ -77,5 +83,5 @@ def plot_accuracy(docs: Sequence[dict], path: str | os.PathLike, *, sources: Seq
         note += f"; {MISMATCH_MARK} evaluated on other episodes than the rest of its panel"
     figure.supxlabel(note, fontsize=8)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, dpi=120)
-    return atomic_write_bytes(path, buffer.getvalue())
+    figure.savefig(buffer, format=image_format, dpi=dpi)
+    return buffer.getvalue()
