@@ -22,7 +22,8 @@ from fewshot.report.sections import EXTRA_TABLES, SECTIONS, ReportData
 __all__ = ["EXTRA_TABLES", "SECTIONS", "ReportData", "ReportTable", "build_report", "write_report"]
 
 
-def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, title: str = "fewshot report") -> str:
+def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, title: str = "fewshot report",
+                 written: str | None = None) -> str:
     """The report of some results documents as one HTML string.
 
     Args:
@@ -30,6 +31,7 @@ def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, 
             rest of their group are shown, marked.
         sources: where each document came from (file names).
         title: the page title.
+        written: when the report was written, as shown under the title (default: now, UTC).
     """
     if not docs:
         raise fail("There is nothing to report: no results files were given.",
@@ -41,11 +43,12 @@ def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, 
         built = builder(data)
         if built is not None:
             sections.append((builder.__name__.replace("_", "-"), *built))
-    subtitle = f"{len(docs)} results file(s); written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    written = written or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    subtitle = f"{len(docs)} results file(s); written {written}"
     return page_html(title, subtitle, sections)
 
 
 def write_report(docs: Sequence[dict], path: str | os.PathLike, *, sources: Iterable[str] | None = None,
-                 title: str = "fewshot report") -> Path:
+                 title: str = "fewshot report", written: str | None = None) -> Path:
     """Write `build_report(...)` atomically to `path` (usually `<run dir>/report.html`)."""
-    return atomic_write_text(path, build_report(docs, sources=sources, title=title))
+    return atomic_write_text(path, build_report(docs, sources=sources, title=title, written=written))
