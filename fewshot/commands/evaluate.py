@@ -70,7 +70,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     finally:
         distributed.leave(run.ranks)
     if run.ranks.is_main:
-        run.console.print(f"results, leaderboard.md and accuracy.png written to {run.output_dir}")
+        run.console.print(f"results, leaderboard.md, accuracy.png and report.html written to {run.output_dir}")
     return 0
 
 

@@ -163,3 +163,16 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, grid, capsys):
     blocker.write_text("")
     assert main(["sweep", str(grid), "--output-dir", str(blocker / "sweep"), "--data-root", str(tmp_path)]) == 2
     assert "cannot be written" in capsys.readouterr().err
+
+
+def test_a_failing_cell_is_reported_and_the_others_kept(interrupted, grid, tmp_path, capsys):
+    _, _, data_root, _, _, _ = interrupted
+    failing = tmp_path / "grid.yaml"
+    failing.write_text(f"config: {grid.parent / 'base.yaml'}\ngrid:\n  episodes.n_way: [3, 40]\n")
+    argv = ["sweep", str(failing), "--output-dir", str(tmp_path / "sweep"), "--data-root", str(data_root), "--quiet"]
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 sweep cell(s) failed" in err and "episodes.n_way=40" in err and "Traceback" not in err
+    assert len(done_markers(tmp_path / "sweep")) == 1
+    assert main(argv) == 2  # resumed: the finished cell is skipped, the broken one fails again
+    assert len(done_markers(tmp_path / "sweep")) == 1
