@@ -119,7 +119,8 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
                          key=lambda entry: -entry[2]["accuracy"]["mean"])
         ranks = significance_ranks([head["accuracy"]["mean"] for _, _, head in entries],
                                    [head.get("per_episode") for _, _, head in entries],
-                                   [doc["episodes"]["fingerprint"] for _, doc, _ in entries])
+                                   [doc["episodes"]["fingerprint"] for _, doc, _ in entries],
+                                   ranked=[not head.get("oracle") for _, _, head in entries])
         # Rarely a head outranks one with a higher mean (something beats only the latter).
         for rank, (source, doc, head) in sorted(zip(ranks, entries), key=lambda pair: pair[0]):
             accuracy = head["accuracy"]["mean"]

@@ -136,7 +136,8 @@ def significantly_better(a: Sequence[float] | None, b: Sequence[float] | None, m
 
 
 def significance_ranks(means: Sequence[float], per_episode: Sequence[Sequence[float] | None],
-                       episode_keys: Sequence[str], alpha: float = RANK_ALPHA) -> list[int]:
+                       episode_keys: Sequence[str], alpha: float = RANK_ALPHA,
+                       ranked: Sequence[bool] | None = None) -> list[int]:
     """Ranks that respect statistics: 1 + the number of heads significantly better than each.
 
     Heads whose difference is not significant are not ordered, so two heads share a rank
@@ -148,9 +149,12 @@ def significance_ranks(means: Sequence[float], per_episode: Sequence[Sequence[fl
         per_episode: its per-episode accuracies, or None.
         episode_keys: which episodes each head ran on (equal keys are paired, e.g. the episode fingerprint).
         alpha: significance level of each two-sided test.
+        ranked: False for heads that outrank nobody (reference heads such as oracles); they
+            still get the rank they would have. Default: every head counts.
     """
     count = len(means)
+    ranked = [True] * count if ranked is None else list(ranked)
     return [1 + sum(significantly_better(per_episode[j], per_episode[i], means[j], means[i],
                                          episode_keys[i] == episode_keys[j], alpha)
-                    for j in range(count) if j != i)
+                    for j in range(count) if j != i and ranked[j])
             for i in range(count)]

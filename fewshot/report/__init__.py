@@ -37,6 +37,8 @@ def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, 
         raise fail("There is nothing to report: no results files were given.",
                    "Pass run folders or results-*.json files written by `fewshot benchmark` or `fewshot evaluate`.")
     sources = list(sources) if sources is not None else [f"results #{i + 1}" for i in range(len(docs))]
+    if len(set(sources)) < len(sources):  # rows find their document by source, so make them unique
+        sources = [f"{source} #{i + 1}" for i, source in enumerate(sources)]
     data = ReportData(docs=list(docs), sources=sources, rows=merge(docs, sources=sources, allow_mismatch=True))
     sections = []
     for builder in SECTIONS:

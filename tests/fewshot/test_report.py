@@ -87,6 +87,8 @@ def test_oracle_heads_are_marked_and_unranked_and_unknown_keys_ignored():
     doc["something_new"] = {"from": "another issue"}
     page = build_report([doc])
     assert "label_oracle (oracle)" in page and "<tr class=oracle><td class=num>—</td>" in page
+    # The oracle outranks nobody: sgd stays first although the oracle is far better.
+    assert re.search(r"<tr><td class=num>1</td><td>sgd</td>", page)
 
 
 def test_extra_tables_hook_adds_a_section():
@@ -100,6 +102,13 @@ def test_extra_tables_hook_adds_a_section():
         EXTRA_TABLES.remove(bands)
     assert "More tables" in text and "Loss bands" in text and "0.30-0.35" in text
     assert "More tables" not in " ".join(parse(build_report([make_doc(1)])).text)
+
+
+def test_same_source_names_still_find_their_documents():
+    one, five = make_doc(1), make_doc(5)
+    five["heads"][0]["oracle"] = True
+    page = build_report([one, five], sources=["results.json", "results.json"])
+    assert page.count("sgd (oracle)") == 1
 
 
 def test_text_is_escaped():

@@ -74,3 +74,10 @@ def test_leaderboard_ranks_runs_by_paired_tests():
     assert ranks == sorted(ranks)
     for first, second in itertools.pairwise(rows):
         assert first.rank < second.rank or first.accuracy >= second.accuracy
+
+
+def test_unranked_heads_outrank_nobody():
+    a, b, oracle = heads(4, [0.0, -0.1, 0.3])
+    means = [float(np.mean(v)) for v in (a, b, oracle)]
+    assert significance_ranks(means, [a, b, oracle], ["ep"] * 3) == [2, 3, 1]
+    assert significance_ranks(means, [a, b, oracle], ["ep"] * 3, ranked=[True, True, False]) == [1, 2, 1]
