@@ -1,4 +1,6 @@
 """`fewshot sweep`: a 2x2x2 grid on tiny generated data, killed halfway and resumed; bad input."""
+import contextlib
+import io
 import json
 import os
 import signal
@@ -41,11 +43,18 @@ def done_markers(sweep: Path) -> dict[str, int]:
     return {path.parent.name: path.stat().st_mtime_ns for path in sweep.glob("cells/*/DONE")}
 
 
-def collected(sweep: Path, data_root: Path) -> list[dict]:
+def in_process(*argv: str) -> str:
+    """Run `fewshot` in this process (no interpreter start-up); its stdout; fails on a non-zero exit."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = main(list(argv))
+    assert code == 0, output.getvalue()
+    return output.getvalue()
+
+
+def collected(sweep: Path) -> list[dict]:
     """The sweep's leaderboard rows without what legitimately differs (timings, file paths)."""
-    out = run_fewshot("leaderboard", str(sweep), "--format", "json", "--allow-mismatched-episodes",
-                      data_root=data_root)
-    rows = json.loads(out.stdout)["rows"]
+    rows = json.loads(in_process("leaderboard", str(sweep), "--format", "json", "--allow-mismatched-episodes"))["rows"]
     return [{key: value for key, value in row.items() if key not in ("fit_seconds", "source")} for row in rows]
 
 
@@ -66,7 +75,7 @@ def interrupted(tmp_path_factory, grid):
     before = done_markers(sweep)
     results_before = {path: path.stat().st_mtime_ns for key in before
                       for path in (sweep / "cells" / key / "run").glob("results-*.json")}
-    resumed = run_fewshot("sweep", str(grid), "--output-dir", str(sweep), data_root=data_root)
+    resumed = in_process("sweep", str(grid), "--output-dir", str(sweep), "--data-root", str(data_root))
     return root, sweep, data_root, before, results_before, resumed
 
 
@@ -77,7 +86,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_cells(interrupted):
     assert len(after) == CELLS
     assert {key: after[key] for key in before} == before  # markers of finished cells untouched
     assert results_before and all(path.stat().st_mtime_ns == mtime for path, mtime in results_before.items())
-    assert f"{len(before)} finished before (skipped), {CELLS - len(before)} to run" in resumed.stdout
+    assert f"{len(before)} finished before (skipped), {CELLS - len(before)} to run" in " ".join(resumed.split())
 
 
 def test_cells_share_one_pretraining(interrupted):
@@ -90,8 +99,8 @@ def test_cells_share_one_pretraining(interrupted):
 def test_resumed_sweep_collects_like_an_uninterrupted_one(interrupted, grid):
     root, sweep, data_root, _, _, _ = interrupted
     straight = root / "straight"
-    run_fewshot("sweep", str(grid), "--output-dir", str(straight), data_root=data_root)
-    resumed_rows, straight_rows = collected(sweep, data_root), collected(straight, data_root)
+    in_process("sweep", str(grid), "--output-dir", str(straight), "--data-root", str(data_root), "--quiet")
+    resumed_rows, straight_rows = collected(sweep), collected(straight)
     assert len(resumed_rows) == CELLS and resumed_rows == straight_rows
     assert (sweep / "report.html").is_file() and (sweep / "leaderboard.md").is_file()
 
