@@ -30,7 +30,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from fewshot.sweep.runner import check_outcome
     if args.jobs < 1:
         raise fail(f"--jobs must be at least 1, got {args.jobs}.", "Pass --jobs 1 or more.")
+    from fewshot.sweep.executors import check_executor
     grid = load_grid(args.grid)
+    check_executor(args.executor)
     args.output_dir = args.output_dir or str(Path("sweeps") / Path(args.grid).stem)
     sweep_dir = resolve_output_dir(args, Path(args.grid).stem)
     console = console_for(args)

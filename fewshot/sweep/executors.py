@@ -8,11 +8,12 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from episodes.errors import fail
+from episodes.errors import UserError, fail
 
 EXECUTORS = ("sequential", "local", "slurm", "submitit-local")
 
@@ -88,8 +89,13 @@ def run_local(jobs: Sequence[CellJob], *, workers: int = 2, **_: Any) -> list[Ou
 
 
 def _run_submitit(jobs: Sequence[CellJob], executor: Any) -> list[Outcome]:
-    with executor.batch():
-        submitted = [executor.submit(_run, job) for job in jobs]
+    try:
+        with executor.batch():
+            submitted = [executor.submit(_run, job) for job in jobs]
+    except Exception as error:  # no sbatch, a refused job, bad parameters: nothing was run
+        raise fail(f"submitit could not submit the sweep's cells ({type(error).__name__}: {error}).",
+                   "Check that SLURM's sbatch works here and the grid's `submitit:` parameters, or use "
+                   "--executor sequential or local.") from None
     outcomes: list[Outcome] = []
     for job in submitted:
         try:
@@ -111,8 +117,15 @@ def _submitit():
 
 def run_slurm(jobs: Sequence[CellJob], *, folder: Path, parameters: dict[str, Any], **_: Any) -> list[Outcome]:
     """One SLURM job per cell through submitit; `parameters` come from the grid's `submitit:`."""
-    executor = _submitit().AutoExecutor(folder=folder, cluster="slurm")
-    executor.update_parameters(**parameters)
+    try:
+        executor = _submitit().AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(**parameters)
+    except UserError:
+        raise
+    except Exception as error:
+        raise fail(f"The grid's `submitit:` parameters are not valid for submitit ({error}).",
+                   "Use submitit's AutoExecutor parameter names, e.g. slurm_partition, timeout_min, "
+                   "gpus_per_node.") from None
     return _run_submitit(jobs, executor)
 
 
@@ -121,6 +134,15 @@ def run_submitit_local(jobs: Sequence[CellJob], *, folder: Path, **_: Any) -> li
     executor = _submitit().LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=60 * 24)
     return _run_submitit(jobs, executor)
+
+
+def check_executor(name: str) -> None:
+    """Fail before anything is written when the chosen executor cannot run here."""
+    if name in ("slurm", "submitit-local"):
+        _submitit()
+    if name == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise fail("--executor slurm needs SLURM's sbatch and srun, which are not on this machine's PATH.",
+                   "Run the sweep on a SLURM login node, or use --executor sequential, local or submitit-local.")
 
 
 RUNNERS: dict[str, Callable[..., list[Outcome]]] = {

@@ -185,3 +185,12 @@ def test_a_failing_cell_is_reported_and_the_others_kept(interrupted, grid, tmp_p
     assert len(done_markers(tmp_path / "sweep")) == 1
     assert main(argv) == 2  # resumed: the finished cell is skipped, the broken one fails again
     assert len(done_markers(tmp_path / "sweep")) == 1
+
+
+def test_slurm_without_slurm_is_a_clear_error(tmp_path, grid, capsys, monkeypatch):
+    import fewshot.sweep.executors as executors
+    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    argv = ["sweep", str(grid), "--output-dir", str(tmp_path / "out"), "--executor", "slurm"]
+    assert main(argv) == 2
+    assert "needs SLURM's sbatch and srun" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "out").exists()
