@@ -194,3 +194,11 @@ def test_slurm_without_slurm_is_a_clear_error(tmp_path, grid, capsys, monkeypatc
     assert main(argv) == 2
     assert "needs SLURM's sbatch and srun" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_the_bundled_demo_grid_has_eight_cells_of_one_pretraining():
+    from fewshot.sweep import load_grid
+    grid = load_grid(Path(__file__).resolve().parents[3] / "configs" / "grids" / "demo_heads.yaml")
+    assert len(grid.cells) == 8 and len({cell.key for cell in grid.cells}) == 8
+    assert len({json.dumps(vars(cell.config.pretrain)) for cell in grid.cells}) == 1
+    assert {tuple(cell.config.episodes.k_shot) for cell in grid.cells} == {(1,), (5,)}
