@@ -1,8 +1,8 @@
 """Pretrained backbones kept under the data root and reused by every run with the same pretraining.
 
-An entry is keyed by what decides the weights: the backbone and pretrain configs, the
-fingerprints of the base and validation classes, and the validation episodes' seed (they pick
-the best epoch). It lives beside the feature cache, `<data_root>/checkpoints/<key>.pt`, with a
+An entry is keyed by what decides the weights: the backbone and pretrain configs (whose seed
+also draws the validation episodes that pick the best epoch) and the fingerprints of the base
+and validation classes. It lives beside the feature cache, `<data_root>/checkpoints/<key>.pt`, with a
 sidecar `<key>.json` holding the file's sha256; both are written atomically, the sidecar last,
 so an entry is complete or absent. The device is not part of the key: a CPU and a GPU run of one
 config share an entry.
@@ -24,7 +24,7 @@ from fewshot.config import Config
 if TYPE_CHECKING:
     from fewshot.pipeline import RunContext
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 # Pretrain settings that cannot change the weights (how often checkpoints are written).
 NOT_IN_KEY = ("checkpoint_every",)
 
@@ -33,8 +33,7 @@ def pretrain_identity(config: Config, dataset: FewShotDataset) -> dict[str, Any]
     """Everything that decides the pretrained weights, as plain data."""
     pretrain = {key: value for key, value in dataclasses.asdict(config.pretrain).items() if key not in NOT_IN_KEY}
     return {"version": STORE_VERSION, "backbone": dataclasses.asdict(config.backbone), "pretrain": pretrain,
-            "data": [dataset.base.fingerprint, dataset.val.fingerprint], "image_size": dataset.base.image_size,
-            "validation_seed": config.episodes.seed if config.pretrain.val_episodes > 0 else None}
+            "data": [dataset.base.fingerprint, dataset.val.fingerprint], "image_size": dataset.base.image_size}
 
 
 def pretrain_key(config: Config, dataset: FewShotDataset) -> str:

@@ -72,9 +72,8 @@ def test_key_follows_what_decides_the_weights(tiny_config, tiny_dataset):
     assert key() == pretrain_key(config, dataset)
     assert key("heads.sgd.steps=3") == key("episodes.count=7") == key("pretrain.checkpoint_every=5") == key()
     assert key("pretrain.lr=0.1") != key() and key("backbone.width=0.25") != key()
-    # The validation episodes pick the best epoch, so their seed counts only when there is validation.
-    assert key("episodes.seed=9") != key()
-    assert key("episodes.seed=9", "pretrain.val_episodes=0") == key("pretrain.val_episodes=0")
+    # Evaluation episodes do not change the backbone (validation episodes come from pretrain.seed).
+    assert key("episodes.seed=9") == key() and key("pretrain.seed=9") != key()
 
 
 def test_label_names_the_run_in_leaderboards(runs):
