@@ -40,6 +40,10 @@ def _draw_panel(axes: Axes, rows: list[LeaderboardRow]) -> None:
         axes.annotate(f"{mean:.1f}", (x, mean + error), textcoords="offset points", xytext=(0, 4),
                       ha="center", fontsize=8)
     axes.set_xticks(list(positions), [_label(row, several_runs) for row in rows], fontsize=8)
+    if several_runs:  # run names are long: slant them so they do not overlap
+        axes.tick_params(axis="x", labelrotation=30)
+        for tick in axes.get_xticklabels():
+            tick.set_horizontalalignment("right")
     axes.set_xlim(-0.6, len(rows) - 0.4)
     axes.margins(y=0.15)
     axes.grid(axis="y", alpha=0.3)

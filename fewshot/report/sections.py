@@ -160,13 +160,15 @@ def _diagnostic_cell(value: object) -> str:
 def diagnostics(data: ReportData) -> tuple[str, str] | None:
     """Mean ± CI95 of each diagnostic of the fitted heads (norm, margin, sharpness, ...)."""
     parts = []
-    for doc in data.docs:
+    several = len({row.run for row in data.rows}) > 1
+    for doc, source in zip(data.docs, data.sources):
         keys = sorted({key for head in doc["heads"] for key in (head.get("diagnostics") or {})})
         if not keys:
             continue
+        title = _setting(doc) + (f" — {next(r.run for r in data.rows if r.source == source)}" if several else "")
         rows = [(head["name"], *(_diagnostic_cell((head.get("diagnostics") or {}).get(key)) for key in keys))
                 for head in doc["heads"]]
-        parts.append(table_html(ReportTable(title=_setting(doc), columns=("Head", *keys), rows=rows, numeric=keys,
+        parts.append(table_html(ReportTable(title=title, columns=("Head", *keys), rows=rows, numeric=keys,
                                             note="Mean over episodes ± 95% CI (episodes where the value is finite).")))
     return ("Diagnostics", "".join(parts)) if parts else None
 

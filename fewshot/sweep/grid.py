@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from episodes.errors import UserError, fail
 from fewshot.config import Config, config_to_dict, load_config, read_yaml
 
@@ -34,18 +36,21 @@ class Cell:
     Args:
         key: hash of the resolved config (the cell's folder name).
         overrides: every override that makes the cell, fixed ones first.
-        axes: the grid's values of this cell, as `key=value` strings (its label).
+        axes: the grid's values of this cell, as `key=value` override strings.
         config: the resolved config.
+        values: the grid's (key, value) pairs of this cell (its label).
     """
 
     key: str
     overrides: tuple[str, ...]
     axes: tuple[str, ...]
     config: Config = field(compare=False)
+    values: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     @property
     def label(self) -> str:
-        return " ".join(self.axes)
+        """The cell's grid values, compact: `heads={sgd: {lr: 0.1}} episodes.seed=0`."""
+        return " ".join(f"{key}={_compact(value)}" for key, value in self.values)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class Grid:
     def fingerprint(self) -> str:
         """Identifies the set of cells (not their order, not the executor settings)."""
         return hashlib.sha256(json.dumps(sorted(cell.key for cell in self.cells)).encode()).hexdigest()[:16]
+
+
+def _compact(value: Any) -> str:
+    """A grid value as short YAML flow text (`{sgd: {lr: 0.1}}`, `[1, 5]`, `0`)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
 def override_text(key: str, value: Any) -> str:
@@ -129,5 +139,6 @@ def load_grid(path: str | Path) -> Grid:
             raise fail(f"The grid cell {' '.join(varying)} of {str(path)!r} is not a valid config: {error}",
                        "Fix the values under `grid:`.") from None
         key = config_key(config)
-        cells.setdefault(key, Cell(key=key, overrides=tuple(fixed + varying), axes=tuple(varying), config=config))
+        cells.setdefault(key, Cell(key=key, overrides=tuple(fixed + varying), axes=tuple(varying), config=config,
+                                   values=tuple(zip(axes, values))))
     return Grid(path=path, base=base, cells=tuple(cells.values()), submitit=submitit)
