@@ -42,6 +42,14 @@ def test_second_run_reuses_the_pretrained_checkpoint(runs, capsys):
     assert len(list((root / "data" / "checkpoints").glob("*.pt"))) == 1
 
 
+def test_every_run_writes_its_report(runs):
+    root, _ = runs
+    for run in ("first", "second", "retrained"):
+        page = (root / run / "report.html").read_text()
+        assert "3-way 1-shot" in page and "data:image/png;base64," in page
+    assert "second try" in (root / "second" / "report.html").read_text()
+
+
 def test_retrain_pretrains_again(runs):
     root, _ = runs
     assert (root / "retrained" / "checkpoint-last.pt").is_file()
