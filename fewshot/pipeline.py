@@ -21,6 +21,7 @@ from fewshot.evaluate import evaluate_heads
 from fewshot.features import FeatureCache, cache_key
 from fewshot.leaderboard import merge, to_markdown
 from fewshot.plot import plot_accuracy
+from fewshot.report import write_report
 from fewshot.results import build_results, results_filename, write_csv, write_results
 from fewshot.runlock import claimed_results
 
@@ -39,6 +40,7 @@ class RunContext:
         ranks: this process's place among distributed ranks.
         resume: keep results files already written for the same episodes, checkpoint and config.
         force: replace results files of another run instead of refusing.
+        label: the run's name in leaderboards (stored in results as `run.label`).
     """
 
     output_dir: Path
@@ -48,6 +50,7 @@ class RunContext:
     ranks: Ranks
     resume: bool = False
     force: bool = False
+    label: str | None = None
 
 
 def split_features(config: Config, dataset: FewShotDataset, model: torch.nn.Module, sha256: str,
@@ -129,6 +132,7 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
             episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
                       "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
             heads=heads)
+        doc["run"] = {"label": run.label}
         if run.ranks.is_main:
             write_results(path, doc)
         docs.append(doc)
@@ -142,6 +146,7 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     write_csv(run.output_dir / "results.csv", docs)
     atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs)))
     plot_accuracy(docs, run.output_dir / "accuracy.png")
+    write_report(docs, run.output_dir / "report.html")
     table = Table(title=f"Results in {run.output_dir}")
     for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):
         table.add_column(column, justify="right" if column != "head" else "left")

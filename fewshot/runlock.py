@@ -23,7 +23,7 @@ from episodes.errors import UserError, fail
 from episodes.io import sweep_temp_files
 
 LOCK_NAME = ".fewshot-run.lock"
-RUN_OUTPUTS = ("results.csv", "leaderboard.md", "accuracy.png")  # files every evaluation run writes
+RUN_OUTPUTS = ("results.csv", "leaderboard.md", "accuracy.png", "report.html")  # files every evaluation run writes
 _held: dict[Path, int] = {}  # lock files this process holds -> the pid that took them
 
 

@@ -22,6 +22,11 @@ def add_evaluate_options(parser: argparse.ArgumentParser, checkpoint_required: b
                         help="backbone checkpoint (from `fewshot pretrain`)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --output-dir, keeping finished work")
+    parser.add_argument("--label", default=None, help="name of this run in leaderboards (default: config name "
+                        "and dataset)")
+    if not checkpoint_required:
+        parser.add_argument("--retrain", action="store_true", help="pretrain even when the same pretraining "
+                            "was done before (default: reuse its checkpoint from <data root>/checkpoints)")
 
 
 def prepare_run(args: argparse.Namespace, checkpoint: Path | None = None
@@ -56,7 +61,7 @@ def prepare_run(args: argparse.Namespace, checkpoint: Path | None = None
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     return config, dataset, RunContext(output_dir=output_dir, device=str(device), data_root=args.data_root,
                                        console=console, ranks=ranks, resume=args.resume,
-                                       force=getattr(args, "force", False))
+                                       force=getattr(args, "force", False), label=args.label)
 
 
 def existing_checkpoint(path: str) -> Path:
@@ -76,13 +81,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
     try:
         if checkpoint is None:
             from fewshot.commands.pretrain import run_pretraining
-            checkpoint = run_pretraining(config, dataset, run.output_dir, run.device, resume=args.resume,
-                                         quiet=args.quiet)
+            from fewshot.pretrained import reuse_or_pretrain
+            checkpoint = reuse_or_pretrain(config, dataset, run, lambda: run_pretraining(
+                config, dataset, run.output_dir, run.device, resume=args.resume, quiet=args.quiet),
+                retrain=getattr(args, "retrain", False))
         evaluate_checkpoint(config, dataset, checkpoint, run)
     finally:
         distributed.leave(run.ranks)
     if run.ranks.is_main:
-        run.console.print(f"results, leaderboard.md and accuracy.png written to {run.output_dir}")
+        run.console.print(f"results, leaderboard.md, accuracy.png and report.html written to {run.output_dir}")
     return 0
 
 

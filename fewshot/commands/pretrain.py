@@ -66,7 +66,8 @@ def run_pretraining(config: Config, dataset: FewShotDataset, output_dir: Path, d
     """Pretrain `config.backbone` on `dataset.base`, validating on `dataset.val`; the best checkpoint.
 
     Args:
-        config: the run config (backbone, pretrain, features, episodes.seed for validation).
+        config: the run config (backbone, pretrain, features); pretrain.seed also seeds the validation
+            episodes, so the pretraining config alone decides the checkpoint.
         dataset: the loaded dataset.
         output_dir: the run directory (checkpoint-last.pt, checkpoint-best.pt).
         device: torch device.
@@ -76,7 +77,7 @@ def run_pretraining(config: Config, dataset: FewShotDataset, output_dir: Path, d
     settings = config.pretrain
     validate = None
     if settings.val_episodes > 0:
-        validate = prototype_validation(dataset.val, episodes=settings.val_episodes, seed=config.episodes.seed,
+        validate = prototype_validation(dataset.val, episodes=settings.val_episodes, seed=settings.seed,
                                         batch_size=config.features.batch_size, device=device)
     return pretrain(config.backbone, settings, dataset.base, dataset.val, output_dir=output_dir,
                     device=device, resume=resume, seed=settings.seed, run_config=config_to_dict(config),

@@ -78,7 +78,8 @@ def test_paired_comparisons_agree_with_the_heads(first_run):
 
 def test_same_config_twice_gives_identical_results_and_reuses_the_cache(first_run, tiny_config):
     root, _ = first_run
-    again = run_fewshot("benchmark", "--config", str(tiny_config), "--output-dir", str(root / "run2"),
+    # --retrain: pretraining again (not reusing the stored checkpoint) must give the same backbone.
+    again = run_fewshot("benchmark", "--config", str(tiny_config), "--output-dir", str(root / "run2"), "--retrain",
                         data_root=root / "data")
     assert "reusing cached features" in again.stdout
     for name in ("results-3way-1shot.json", "results-3way-2shot.json"):
