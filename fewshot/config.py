@@ -19,7 +19,7 @@ from backbones.config import BackboneConfig, PretrainConfig
 from episodes.config import DatasetConfig, EpisodesConfig
 from episodes.errors import fail
 
-# The demo's heads; pattern search runs both with the seed's stop rule and on to a support loss of 0.1.
+# The demo's heads; pattern search runs both with the first-fit stop and on to a support loss of 0.1.
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
     "logistic_regression": {}, "prototype": {}}
@@ -178,6 +178,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     config = build_dataclass(Config, tree)
     if "heads" in tree:  # a config's heads replace the demo's list instead of adding to it
         config.heads = _coerce(dict[str, dict[str, Any]], tree["heads"] or {}, "heads")
+    from fewshot.bands import expand_bands
+    config.heads = expand_bands(config.heads)  # `bands: [[low, high], ...]`: one entry per band
     validate_heads(config)
     return config
 

@@ -19,6 +19,7 @@ from itertools import groupby
 from typing import Sequence
 
 from episodes.errors import fail
+from fewshot.bands import band_tables_markdown
 from fewshot.results import csv_text, percent
 from fewshot.stats import CI_FORMULA, CI_METHOD
 
@@ -42,7 +43,7 @@ class LeaderboardRow:
     rank: int
     head: str
     run: str
-    accuracy: float
+    accuracy: float | None
     ci95: float | None
     n: int
     fit_seconds: float
@@ -100,7 +101,7 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
     for group in sorted(groups):
         reference = _check_group(group, groups[group], allow_mismatch)
         entries = sorted(((source, doc, head) for source, doc in groups[group] for head in doc["heads"]),
-                         key=lambda entry: -entry[2]["accuracy"]["mean"])
+                         key=lambda entry: -_mean_or_low(entry[2]["accuracy"]["mean"]))
         previous: tuple[float, int] | None = None
         for position, (source, doc, head) in enumerate(entries, start=1):
             accuracy = head["accuracy"]["mean"]
@@ -116,17 +117,25 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
     return rows
 
 
+def _mean_or_low(mean: float | None) -> float:
+    """A head with no mean (it fitted no episode it counts) ranks last."""
+    return -1.0 if mean is None else mean
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def format_accuracy(accuracy: float, ci95: float | None) -> str:
-    """`81.23 ± 0.72` (percent); the interval is `n/a` for a single episode."""
+def format_accuracy(accuracy: float | None, ci95: float | None) -> str:
+    """`81.23 ± 0.72` (percent); the interval is `n/a` for a single episode; `n/a` with no mean."""
+    if accuracy is None:
+        return "n/a"
     return f"{100 * accuracy:.2f} ± " + ("n/a" if ci95 is None else f"{100 * ci95:.2f}")
 
 
-def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
-    """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95."""
+def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> str:
+    """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95; then
+    the band tables of `docs` that have one (`fewshot.bands`)."""
     parts = [f"Accuracy (%): mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA})."]
     for (dataset, n_way, k_shot), members in groupby(rows, key=lambda row: row.group):
         members = list(members)
@@ -140,6 +149,7 @@ def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
             lines += ["", f"{MISMATCH_MARK} evaluated on other episodes than the rest of this table: "
                           "not directly comparable."]
         parts.append("\n".join(lines))
+    parts += [text for text in [band_tables_markdown(docs)] if text]
     return "\n\n".join(parts) + "\n"
 
 

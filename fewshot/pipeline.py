@@ -143,16 +143,16 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
 def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     """results.csv, leaderboard.md, accuracy.png and a summary table of a run's results."""
     write_csv(run.output_dir / "results.csv", docs)
-    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs)))
+    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs), docs))
     plot_accuracy(docs, run.output_dir / "accuracy.png")
     table = Table(title=f"Results in {run.output_dir}")
     for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):
         table.add_column(column, justify="right" if column != "head" else "left")
     for doc in docs:
         setting = f"{doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot"
-        for head in sorted(doc["heads"], key=lambda h: -h["accuracy"]["mean"]):
+        for head in sorted(doc["heads"], key=lambda h: -(h["accuracy"]["mean"] or -1.0)):
             accuracy = head["accuracy"]
-            table.add_row(setting, head["name"], f"{100 * accuracy['mean']:.2f}",
+            table.add_row(setting, head["name"], "n/a" if accuracy["mean"] is None else f"{100 * accuracy['mean']:.2f}",
                           f"{100 * (accuracy['ci95'] or 0):.2f}", f"{head['fit_seconds']:.2f}")
     run.console.print(table)
 

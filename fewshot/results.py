@@ -29,7 +29,9 @@ import torch
 from episodes.errors import fail
 from episodes.io import atomic_write_text
 from fewshot import __version__
-from fewshot.stats import CI_FORMULA, CI_METHOD, compare, summarize
+from fewshot.bands import band_table
+from fewshot.stats import (CI_FORMULA, CI_METHOD, compare, compare_shared, fitted_accuracy, fitted_summary,
+                           pooled_volume, summarize)
 
 SCHEMA = "fewshot.results/1"
 STORED_DECIMALS = 6
@@ -123,13 +125,45 @@ def build_results(*, config: dict, dataset: dict, backbone: dict, episodes: dict
                   "per_episode": values, "fit_seconds": float(head.fit_seconds),
                   "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()}}
                  for head, values in zip(heads, stored)]
-    comparisons = [compare(stored[i], stored[j], a_name=heads[i].name, b_name=heads[j].name)
+    for head, doc in zip(heads, head_docs):
+        doc.update(fit_protocol_fields(head, doc["per_episode"]))
+    comparisons = [compare_shared(stored[i], stored[j], _kept(head_docs[i]), _kept(head_docs[j]),
+                                  a_name=heads[i].name, b_name=heads[j].name)
                    for i, j in itertools.combinations(range(len(heads)), 2)]
-    return {"schema": SCHEMA, "suite": {"version": __version__, "git_commit": git_commit()},
+    bands = band_table(head_docs)
+    return {"schema": SCHEMA, **({"band_table": bands} if bands else {}), "suite": {"version": __version__, "git_commit": git_commit()},
             "config": config, "hardware": describe_hardware() if hardware is None else hardware,
             "dataset": dataset, "backbone": backbone, "episodes": episodes,
             "ci_method": CI_METHOD, "ci_formula": CI_FORMULA,
             "heads": head_docs, "comparisons": comparisons}
+
+
+def fit_protocol_fields(head: HeadResult, values: list[float]) -> dict:
+    """Per-episode fitted flags and restarts, the fitted summary, the accuracy (over fitted
+    episodes when the head drops failures) and a guess & check pooled volume, where measured.
+
+    Args:
+        head: the head's result (its diagnostics carry `fit_fitted` / `fit_failed`,
+            `fit_restarts`, `fit_fits` and `fit_tested` when the head reports them).
+        values: its stored per-episode accuracies.
+    """
+    diagnostics, fields = head.diagnostics, {}
+    if "fit_fitted" in diagnostics or "fit_failed" in diagnostics:
+        flags = diagnostics["fit_fitted"] if "fit_fitted" in diagnostics else 1 - diagnostics["fit_failed"]
+        fitted = [int(flag > 0.5) for flag in flags.tolist()]
+        restarts = [int(r) for r in diagnostics["fit_restarts"].tolist()] if "fit_restarts" in diagnostics else None
+        fields = {"per_episode_fitted": fitted, "fitted": fitted_summary(fitted, restarts),
+                  "accuracy": fitted_accuracy(values, fitted, head.config.get("on_failure") == "drop")}
+        if restarts is not None:
+            fields["per_episode_restarts"] = restarts
+    if "fit_fits" in diagnostics and "fit_tested" in diagnostics:
+        fields["volume"] = pooled_volume(diagnostics["fit_fits"].tolist(), diagnostics["fit_tested"].tolist())
+    return fields
+
+
+def _kept(head_doc: dict) -> list[int] | None:
+    """The episodes a head's mean counts: its fitted ones when it drops failures, else all (None)."""
+    return head_doc["per_episode_fitted"] if head_doc["accuracy"].get("over") == "fitted" else None
 
 
 def write_results(path: str | os.PathLike, doc: dict) -> Path:
@@ -192,6 +226,8 @@ def _wrong_types(doc: dict) -> list[str]:
         return wrong + ["heads is not a non-empty list"]
     for i, head in enumerate(doc["heads"]):
         mean = head["accuracy"]["mean"] if isinstance(head, dict) and isinstance(head["accuracy"], dict) else None
+        if mean is None and isinstance(head, dict) and head["accuracy"].get("n") == 0:
+            continue  # a head that dropped every episode (none fitted) has no mean
         if not isinstance(mean, (int, float)) or isinstance(mean, bool):
             wrong.append(f"heads.{i}.accuracy.mean is not a number")
     return wrong
