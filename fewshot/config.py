@@ -18,6 +18,7 @@ import yaml
 from backbones.config import BackboneConfig, PretrainConfig
 from episodes.config import DatasetConfig, EpisodesConfig
 from episodes.errors import fail
+from fewshot.tune_settings import TuneConfig
 
 # The demo's heads; pattern search runs both with the first-fit stop and on to a support loss of 0.1.
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
@@ -49,6 +50,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_HEADS))
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 def _type_name(kind: Any) -> str:

@@ -92,7 +92,7 @@ def _reusable(path: Path, doc_identity: dict[str, Any]) -> dict[str, Any] | None
 
 
 def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Path,
-                        run: RunContext) -> list[dict[str, Any]]:
+                        run: RunContext, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate every head on every configured episode setting; write and return the results.
 
     Args:
@@ -100,6 +100,7 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         dataset: the loaded dataset.
         checkpoint: the backbone checkpoint.
         run: output directory, device, console, ranks.
+        extra: more top-level sections of every results document (e.g. `tuning`).
     """
     sha = checkpoint_sha256(checkpoint)
     model, info = load_checkpoint(checkpoint, device=run.device)
@@ -132,6 +133,7 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
             episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
                       "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
             heads=heads)
+        doc.update(extra or {})
         if run.ranks.is_main:
             write_results(path, doc)
         docs.append(doc)
