@@ -75,14 +75,14 @@ class GreedyRandomHead(HeadOptimizer):
         return fit_with_protocol(lambda x, y, g: self._fit_once(x, y, n_way, g), support.float(), labels.long(),
                                  generator, self.config, self.config.loss_threshold)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, params: torch.Tensor,
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, norm_sq: torch.Tensor | None,
               pinv: torch.Tensor | None) -> torch.Tensor:
-        """Decision loss [A] or [A, K] of logits [A, (K,) S, N] of params [A, (K,) D + 1, N]."""
+        """Decision loss [A] or [A, K] of logits [A, (K,) S, N]; `norm_sq` is the full norm's square."""
         kind = self.config.loss
         if kind == "raw":
             return linear_loss(logits, labels)
-        norm_sq = params.double().square().sum((-2, -1)) if kind == "full_norm" else span_norm_sq(logits, pinv)
-        return normalized_loss(logits.double(), labels, norm_sq.sqrt()).to(logits.dtype)
+        norm_sq = norm_sq if kind == "full_norm" else span_norm_sq(logits, pinv)
+        return normalized_loss(logits, labels, norm_sq.sqrt())
 
     def _fit_once(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
                   generator: torch.Generator) -> HeadFit:
@@ -91,10 +91,10 @@ class GreedyRandomHead(HeadOptimizer):
         device = support.device
         # A column of ones makes the bias the last row of one parameter matrix [E, D + 1, N].
         features = with_bias_column(support)
-        pinv = span_gram_pinv(support) if c.loss == "span_norm" else None
+        pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" else None
         params = draw_start(c.init, c.init_scale, (episodes, dim + 1, n_way), generator, device)
         logits = torch.bmm(features, params)
-        loss = self._loss(logits, labels, params, pinv)
+        loss = self._loss(logits, labels, params.square().sum((1, 2)), pinv)
         sigma = torch.full((episodes,), c.sigma, device=device)
         failures = torch.zeros(episodes, dtype=torch.long, device=device)
         steps, accepted = torch.zeros_like(failures), torch.zeros_like(failures)
@@ -116,8 +116,12 @@ class GreedyRandomHead(HeadOptimizer):
             moved_logits = torch.bmm(features[active], stacked)
             trial_logits = logits[active].unsqueeze(1) + moved_logits.view(
                 len(active), shots, c.candidates, n_way).transpose(1, 2)
-            trial_params = params[active].unsqueeze(1) + noise if c.loss == "full_norm" else None
-            trial_loss = self._loss(trial_logits, labels[active].unsqueeze(1), trial_params,
+            trial_norm_sq = None
+            if c.loss == "full_norm":  # ||theta + e||^2 = ||theta||^2 + 2 <theta, e> + ||e||^2
+                flat, current = noise.flatten(2), params[active].flatten(1)
+                trial_norm_sq = (current.square().sum(1, keepdim=True) + flat.square().sum(2)
+                                 + 2 * torch.bmm(flat, current.unsqueeze(2)).squeeze(2))
+            trial_loss = self._loss(trial_logits, labels[active].unsqueeze(1), trial_norm_sq,
                                     None if pinv is None else pinv[active])              # [A, K]
             best_loss, best = trial_loss.min(dim=1)
             better = best_loss < loss[active]

@@ -93,16 +93,23 @@ class SGDHead(HeadOptimizer):
 
     def _stopped(self, support: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
                  norm_sq: torch.Tensor | None, pinv: torch.Tensor | None) -> torch.Tensor:
-        """[E] episodes at a band stop (100% accuracy and decision loss <= high)."""
+        """[E] episodes at a band stop (100% accuracy and decision loss <= high).
+
+        Args:
+            logits: [E, S, N] at the current point; norm_sq: [E] for the full norm; pinv:
+                span G^+ [E, S, S] in the logits' dtype for the span norm.
+        """
         c = self.config
+        accurate = linear_accuracy(logits, labels) == 1.0
+        if not bool(accurate.any()):  # the loss decides nothing before 100% accuracy
+            return accurate
         if c.loss == "raw":
             norm = torch.ones_like(logits[:, 0, 0])
         elif c.loss == "full_norm":
             norm = norm_sq.sqrt()
         else:
             norm = span_norm_sq(logits, pinv).sqrt()
-        loss = normalized_loss(logits.double(), labels, norm.double()).to(logits.dtype)
-        return reached_stop(linear_accuracy(logits, labels) == 1.0, loss, c)
+        return reached_stop(accurate, normalized_loss(logits, labels, norm), c)
 
     def _check(self, step: int) -> bool:
         return self.config.band is not None and step % self.config.check_every == 0
@@ -131,12 +138,12 @@ class SGDHead(HeadOptimizer):
         coef, bias = coef.to(support.dtype), bias0.clone()
         scale, scale_velocity = torch.ones_like(outside_sq), torch.zeros_like(outside_sq)
         coef_velocity, bias_velocity = torch.zeros_like(coef), torch.zeros_like(bias)
-        pinv = span_gram_pinv(support) if c.loss == "span_norm" and c.band is not None else None
+        pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" and c.band is not None else None
         steps = torch.zeros(episodes, dtype=torch.long, device=support.device)
         running = torch.ones(episodes, dtype=torch.bool, device=support.device)
         for step in range(c.steps):
+            logits = linear_logits(gram, coef, bias)  # [E, S, N] at the current point
             if self._check(step):
-                logits = linear_logits(gram, coef, bias)
                 norm_sq = None
                 if c.loss == "full_norm":  # ||X^T A||^2 + c^2 ||W0_perp||^2 + ||b||^2
                     norm_sq = (coef * (gram @ coef)).sum((1, 2)) + scale.square() * outside_sq \
@@ -144,11 +151,11 @@ class SGDHead(HeadOptimizer):
                 running &= ~self._stopped(support, labels, logits, norm_sq, pinv)
                 if not bool(running.any()):
                     break
-            old = (coef.clone(), bias.clone(), coef_velocity.clone(), bias_velocity.clone(),
-                   scale.clone(), scale_velocity.clone())
+            # Stopped episodes keep their point: their updates are scaled by 0.
+            rate = -c.lr if bool(running.all()) else -c.lr * running.to(coef.dtype)
             rows = self._batch_rows(episodes, shots, generator, support.device)
             if rows is None:
-                residual = softmax(linear_logits(gram, coef, bias)).sub_(targets).div_(shots)
+                residual = softmax(logits).sub_(targets).div_(shots)
             else:
                 # The loss only sees the batch rows, so dA is non-zero on those rows only.
                 batch_gram = gram.gather(1, rows.unsqueeze(-1).expand(-1, -1, shots))
@@ -160,18 +167,18 @@ class SGDHead(HeadOptimizer):
             # grad_W = X^T residual + wd * X^T A = X^T (residual + wd * A); torch.optim.SGD's
             # momentum: v = momentum * v + grad; A -= lr * v.
             coef_velocity.mul_(c.momentum).add_(residual).add_(coef, alpha=c.weight_decay)
-            coef.add_(coef_velocity, alpha=-c.lr)
             if c.bias:
                 bias_velocity.mul_(c.momentum).add_(residual.sum(dim=1))
-                bias.add_(bias_velocity, alpha=-c.lr)
             # The out-of-span part sees only the weight decay: W_perp -> c W0_perp.
             scale_velocity.mul_(c.momentum).add_(scale, alpha=c.weight_decay)
-            scale.add_(scale_velocity, alpha=-c.lr)
-            if not bool(running.all()):  # stopped episodes keep their point
-                new = (coef, bias, coef_velocity, bias_velocity, scale, scale_velocity)
-                for value, before in zip(new, old):
-                    mask = running.view(-1, *([1] * (value.dim() - 1)))
-                    value.copy_(torch.where(mask, value, before))
+            if isinstance(rate, float):
+                coef.add_(coef_velocity, alpha=rate)
+                bias.add_(bias_velocity, alpha=rate)
+                scale.add_(scale_velocity, alpha=rate)
+            else:
+                coef.add_(coef_velocity * rate.view(-1, 1, 1))
+                bias.add_(bias_velocity * rate.view(-1, 1))
+                scale.add_(scale_velocity * rate)
             steps += running.long()
         weight = torch.bmm(support.transpose(1, 2), coef) + scale.view(-1, 1, 1) * outside
         return weight, bias, steps
@@ -183,7 +190,7 @@ class SGDHead(HeadOptimizer):
         c = self.config
         episodes, shots, dim = support.shape
         weight, bias = weight0.clone(), bias0.clone()
-        pinv = span_gram_pinv(support) if c.loss == "span_norm" and c.band is not None else None
+        pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" and c.band is not None else None
         steps = torch.zeros(episodes, dtype=torch.long, device=support.device)
         running = torch.ones(episodes, dtype=torch.bool, device=support.device)
         weight.requires_grad_(True)
