@@ -113,3 +113,14 @@ def test_guess_check_accepts_only_losses_inside_its_band():
     found = fit.stats["failed"] == 0
     assert bool(found.any())
     assert bool(((loss[found] > band[0]) & (loss[found] <= band[1] + 1e-6)).all())
+
+
+def test_the_plot_draws_a_band_panel_and_skips_heads_without_a_mean(tmp_path):
+    from matplotlib.image import imread
+    from fewshot.plot import plot_accuracy
+    doc = _doc()
+    path = plot_accuracy([doc], tmp_path / "accuracy.png")
+    with_bands = imread(path)
+    doc_without = {key: value for key, value in doc.items() if key != "band_table"}
+    without = imread(plot_accuracy([doc_without], tmp_path / "plain.png"))
+    assert with_bands.shape[1] > without.shape[1]  # a second panel: the bands
