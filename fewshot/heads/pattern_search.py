@@ -73,6 +73,7 @@ from fewshot.heads.starts import draw_start
 
 FITTED, MIN_RADIUS, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
 _MIN_ROUND_CHUNK = 4  # smallest adaptive chunk of an opportunistic round
+_SAFE_BOUND = 40.0  # exp(-2 * 40) is still a normal float32
 @dataclass
 class _Search:
     """The episodes still being searched (compacted as they stop); each field has rows [A]."""
@@ -340,12 +341,15 @@ class PatternSearchHead(HeadOptimizer):
             cross, quad = (x * span).sum(-1), norms.quad[feature_index]
         norm_sq = (s.norm_sq.unsqueeze(1) + 2 * step * cross + step * step * quad).clamp(min=0)
         scale = torch.where(norm_sq > 0, norm_sq.clamp(min=torch.finfo(norm_sq.dtype).tiny).rsqrt(), 0.0)
-        logits = s.logits.unsqueeze(1).expand(rows, chunk, n_way, shots).clone()
-        logits.scatter_(2, column.view(rows, chunk, 1, 1).expand(-1, -1, 1, shots), new.unsqueeze(2))
-        logits *= scale.view(rows, chunk, 1, 1)
-        top = logits.amax(dim=2)
+        logits = s.logits.unsqueeze(1) * scale.view(rows, chunk, 1, 1)                     # [A, C, N, S]
+        logits.scatter_(2, column.view(rows, chunk, 1, 1).expand(-1, -1, 1, shots),
+                        (new * scale.unsqueeze(2)).unsqueeze(2))
         true = logits.gather(2, labels.view(rows, 1, 1, shots).expand(rows, chunk, 1, shots)).squeeze(2)
-        return (top + (logits - top.unsqueeze(2)).exp().sum(dim=2).log() - true).mean(dim=-1)
+        # |logit| / norm <= ||[x_i, 1]|| (Cauchy-Schwarz, for either norm): shifting by that bound
+        # keeps exp in range without a max over the classes.
+        shift = norms.bound[s.ids].unsqueeze(1) if norms.bounded else logits.amax(dim=2)  # [A, C or 1, S]
+        total = logits.sub_(shift.unsqueeze(2)).exp_().sum(dim=2)
+        return (total.log() + shift - true).mean(dim=-1)
 
 
 @dataclass(frozen=True)
@@ -355,14 +359,18 @@ class _Norms:
     kind: str
     gram_pinv: torch.Tensor
     quad: torch.Tensor
+    bound: torch.Tensor    # [E, S] ||[x_i, 1]||, a bound on |logit| / norm
+    bounded: bool          # the bound is small enough to shift exp by (else shift by the max)
 
     @staticmethod
     def of(kind: str, problem: SearchProblem, support: torch.Tensor) -> "_Norms":
         dtype = problem.columns.dtype
+        columns = problem.columns.view(support.shape[0], -1, support.shape[1])
+        bound = columns.square().sum(1).sqrt()
+        bounded = bool(bound.numel() == 0 or float(bound.max()) < _SAFE_BOUND)
         if kind != "span_norm":
             empty = problem.columns.new_zeros(0)
-            return _Norms(kind, empty, empty)
+            return _Norms(kind, empty, empty, bound, bounded)
         pinv = span_gram_pinv(support)                                          # float64
-        columns = problem.columns.view(support.shape[0], -1, support.shape[1]).double()
-        quad = ((columns @ pinv) * columns).sum(-1).clamp(min=0)
-        return _Norms(kind, pinv.to(dtype), quad.reshape(-1).to(dtype))
+        quad = ((columns.double() @ pinv) * columns.double()).sum(-1).clamp(min=0)
+        return _Norms(kind, pinv.to(dtype), quad.reshape(-1).to(dtype), bound, bounded)

@@ -99,9 +99,13 @@ class RecordingHead(PatternSearchHead):
     dict(loss="span_norm", init="uniform", chunk_size=7, max_evaluations=700, band=[0.5, 0.9]),
     dict(loss="full_norm", init="gaussian", init_scale=0.5, chunk_size=6, max_evaluations=400, min_radius=0.3),
     dict(loss="span_norm", init="zero", chunk_size=9, max_evaluations=500, loss_threshold=0.95),
+    # Features of norm 60: |logit| / norm is no longer small, exp is shifted by the class max.
+    dict(loss="span_norm", init="uniform", chunk_size=7, max_evaluations=500, feature_scale=60.0),
 ])
 def test_block_search_follows_the_one_at_a_time_reference(settings):
+    settings = dict(settings)
     support, labels = blobs(episodes=4, n_way=3, shots=2, dim=6, noise=0.6, seed=3)
+    support = support * settings.pop("feature_scale", 1.0)
     support[0, :, 2] = 0.0  # a dead feature: its moves are exact ties (and real moves under the full norm)
     config = PatternSearchHead.Config(variant="block", radius=0.5, **settings)
     head = RecordingHead(config)
