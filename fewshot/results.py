@@ -156,8 +156,9 @@ def fit_protocol_fields(head: HeadResult, values: list[float]) -> dict:
                   "accuracy": fitted_accuracy(values, fitted, head.config.get("on_failure") == "drop")}
         if restarts is not None:
             fields["per_episode_restarts"] = restarts
-    if "fit_fits" in diagnostics and "fit_tested" in diagnostics:
-        fields["volume"] = pooled_volume(diagnostics["fit_fits"].tolist(), diagnostics["fit_tested"].tolist())
+    if "fit_fits" in diagnostics and "fit_tested" in diagnostics:  # guess & check draws, pooled
+        fits, tested = ([int(v) for v in diagnostics[key].tolist()] for key in ("fit_fits", "fit_tested"))
+        fields.update({"per_episode_fits": fits, "per_episode_tested": tested, "volume": pooled_volume(fits, tested)})
     return fields
 
 

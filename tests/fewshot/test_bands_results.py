@@ -99,6 +99,13 @@ def test_guess_check_volume_is_the_pooled_count_of_fitting_draws():
     assert volume["fitted"] == int(fits.sum()) and volume["tested"] == 6 * batch
     assert volume["estimate"] == fits.sum().item() / (6 * batch)
     assert volume["low"] < volume["estimate"] < volume["high"]
+    doc = build_results(config={}, dataset={"name": "x", "fingerprint": "d"}, backbone={},
+                        episodes={"n_way": 2, "k_shot": 1, "fingerprint": "e"}, hardware={},
+                        heads=[HeadResult("guess_check", {}, torch.ones(6), 0.1,
+                                          {f"fit_{k}": v for k, v in fit.stats.items()})])
+    head = doc["heads"][0]
+    assert head["volume"] == volume == pooled_volume(head["per_episode_fits"], head["per_episode_tested"])
+    assert head["fitted"]["count"] == int((fit.stats["failed"] == 0).sum())
 
 
 def test_guess_check_accepts_only_losses_inside_its_band():
