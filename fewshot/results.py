@@ -30,7 +30,7 @@ from episodes.errors import fail
 from episodes.io import atomic_write_text
 from fewshot import __version__
 from fewshot.bands import band_table
-from fewshot.stats import (CI_FORMULA, CI_METHOD, compare, compare_shared, fitted_accuracy, fitted_summary,
+from fewshot.stats import (CI_FORMULA, CI_METHOD, compare_shared, fitted_accuracy, fitted_summary,
                            pooled_volume, summarize)
 
 SCHEMA = "fewshot.results/1"

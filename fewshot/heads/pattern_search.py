@@ -28,7 +28,8 @@ the radius. With no band and no threshold this is the first-fit stop.
 Normalized losses: a move changes the norm too. Full norm: ||theta||^2 + 2 s theta_p + s^2.
 Span norm: sum_c z_c^T G^+ z_c (`losses.span_norm_sq`) with z_n -> z_n + s x_d changes by
 2 s x_d . (G^+ z_n) + s^2 x_d^T G^+ x_d, O(S) from the kept G^+ Z and the precomputed
-x_d^T G^+ x_d. Every logit is divided by the new norm, so a candidate's loss costs O(S N).
+x_d^T G^+ x_d. Every logit is divided by the new norm, so a candidate's loss costs O(S N)
+(`fewshot/heads/compass_norms.py`).
 
 Fast path (raw loss): a move of parameter (d, n) by s changes only column n of the support logits, by
 s * x_d (x_D = 1 for the bias), so a candidate costs O(S) instead of a forward pass O(S D N):
@@ -67,13 +68,12 @@ from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import validate_inputs
 from fewshot.heads.compass import (SearchProblem, episode_keys, move_loss, poll_order, poll_side,
                                    prepare_problem, state_terms)
-from fewshot.heads.losses import normalized_loss, span_gram_pinv
+from fewshot.heads.compass_norms import NormTerms, decision_loss, norm_terms, normalized_trials
 from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
 from fewshot.heads.starts import draw_start
 
 FITTED, MIN_RADIUS, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
 _MIN_ROUND_CHUNK = 4  # smallest adaptive chunk of an opportunistic round
-_SAFE_BOUND = 40.0  # exp(-2 * 40) is still a normal float32
 @dataclass
 class _Search:
     """The episodes still being searched (compacted as they stop); each field has rows [A]."""
@@ -181,10 +181,10 @@ class PatternSearchHead(HeadOptimizer):
         logits = torch.bmm(start.to(dtype).transpose(1, 2),
                            problem.columns.view(episodes, dim + 1, shots))            # [E, N, S]
         others, shift, margin, loss = state_terms(logits, labels)
-        norms = _Norms.of(c.loss, problem, support)
-        norm_sq, span = self._norm_terms(norms, torch.arange(episodes, device=device), params, logits)
+        norms = NormTerms.of(c.loss, problem, support)
+        norm_sq, span = norm_terms(norms, torch.arange(episodes, device=device), params, logits)
         if c.loss != "raw":
-            loss = self._decision_loss(logits, labels, norm_sq)
+            loss = decision_loss(logits, labels, norm_sq)
         count = torch.zeros(episodes, dtype=torch.long, device=device)
         search = _Search(
             ids=torch.arange(episodes, device=device), params=params,
@@ -216,28 +216,7 @@ class PatternSearchHead(HeadOptimizer):
         return HeadFit(params[:, :dim].contiguous(), params[:, dim].contiguous(),
                        stats={name: value.float() for name, value in stats.items()})
 
-    @staticmethod
-    def _norm_terms(norms: "_Norms", ids: torch.Tensor, params: torch.Tensor,
-                    logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(squared norm [A], G^+ Z [A, N, S] or [A, 0, 0]) of the decision loss at a point.
-
-        Args:
-            norms: the fixed norm terms; ids: [A] batch rows; params: [A, P]; logits: [A, N, S].
-        """
-        rows = params.shape[0]
-        if norms.kind == "span_norm":
-            span = logits @ norms.gram_pinv[ids]                       # G^+ symmetric: (G^+ z_n)^T
-            return (logits * span).sum((1, 2)).clamp(min=0), span
-        empty = logits.new_zeros(rows, 0, 0)
-        if norms.kind == "full_norm":
-            return params.square().sum(1), empty
-        return logits.new_ones(rows), empty
-
-    def _decision_loss(self, logits: torch.Tensor, labels: torch.Tensor, norm_sq: torch.Tensor) -> torch.Tensor:
-        """Normalized loss [A] of logits [A, N, S]."""
-        return normalized_loss(logits.transpose(1, 2), labels, norm_sq.sqrt())
-
-    def _round(self, problem: SearchProblem, norms: "_Norms", s: _Search, running: torch.Tensor | None,
+    def _round(self, problem: SearchProblem, norms: NormTerms, s: _Search, running: torch.Tensor | None,
                chunk: int) -> float:
         """Evaluate the next `chunk` positions of every running row's poll; apply the picks.
 
@@ -274,8 +253,8 @@ class PatternSearchHead(HeadOptimizer):
         if norms.kind == "raw":
             trial_loss = move_loss(new, others, s.shift.unsqueeze(1), margin)             # [A, C]
         else:
-            trial_loss = self._normalized_trials(norms, s, problem.labels[s.ids], param, column, step, x,
-                                                 new, feature_index)
+            trial_loss = normalized_trials(norms, s.ids, s.params, s.logits, s.norm_sq, s.span, problem.labels[s.ids],
+                                           param, column, step, x, new, feature_index)
         # A move along a feature that is 0 on every shot leaves the logits as they are: never
         # an improvement (the O(S) loss could round either way on such a tie). Under the full
         # norm it still changes the norm, so there it is a real move.
@@ -299,9 +278,9 @@ class PatternSearchHead(HeadOptimizer):
             terms = state_terms(s.logits[won], problem.labels[s.ids[won]])
             s.others[won], s.shift[won], s.margin[won], s.loss[won] = terms
             if norms.kind != "raw":
-                norm_sq, span = self._norm_terms(norms, s.ids[won], s.params[won], s.logits[won])
+                norm_sq, span = norm_terms(norms, s.ids[won], s.params[won], s.logits[won])
                 s.norm_sq[won], s.span[won] = norm_sq, span
-                s.loss[won] = self._decision_loss(s.logits[won], problem.labels[s.ids[won]], norm_sq)
+                s.loss[won] = decision_loss(s.logits[won], problem.labels[s.ids[won]], norm_sq)
             s.accepted[won] += 1
             self.on_accept(s.ids[won], param[won, j], step[won, j])
         if c.variant == "block":  # go on through the same order; its end halves the radius
@@ -320,57 +299,3 @@ class PatternSearchHead(HeadOptimizer):
         s.polled[restart] = 0
         s.polls += restart.long()
         return float(moved.float().mean())
-
-    @staticmethod
-    def _normalized_trials(norms: "_Norms", s: _Search, labels: torch.Tensor, param: torch.Tensor,
-                           column: torch.Tensor, step: torch.Tensor, x: torch.Tensor, new: torch.Tensor,
-                           feature_index: torch.Tensor) -> torch.Tensor:
-        """Normalized loss [A, C] of candidate moves (param, step) whose column becomes `new` [A, C, S].
-
-        Args:
-            norms: fixed norm terms; s: the rows; labels: [A, S]; param, column, step: [A, C];
-            x: [A, C, S] the moved feature; feature_index: [A, C] its row in the problem layout.
-        """
-        rows, chunk, shots = new.shape
-        n_way = s.logits.shape[1]
-        if norms.kind == "full_norm":
-            cross, quad = s.params.gather(1, param), torch.ones_like(step)
-        else:
-            column_index = (torch.arange(rows, device=new.device).unsqueeze(1) * n_way + column).view(-1)
-            span = s.span.reshape(-1, shots).index_select(0, column_index).view(rows, chunk, shots)
-            cross, quad = (x * span).sum(-1), norms.quad[feature_index]
-        norm_sq = (s.norm_sq.unsqueeze(1) + 2 * step * cross + step * step * quad).clamp(min=0)
-        scale = torch.where(norm_sq > 0, norm_sq.clamp(min=torch.finfo(norm_sq.dtype).tiny).rsqrt(), 0.0)
-        logits = s.logits.unsqueeze(1) * scale.view(rows, chunk, 1, 1)                     # [A, C, N, S]
-        logits.scatter_(2, column.view(rows, chunk, 1, 1).expand(-1, -1, 1, shots),
-                        (new * scale.unsqueeze(2)).unsqueeze(2))
-        true = logits.gather(2, labels.view(rows, 1, 1, shots).expand(rows, chunk, 1, shots)).squeeze(2)
-        # |logit| / norm <= ||[x_i, 1]|| (Cauchy-Schwarz, for either norm): shifting by that bound
-        # keeps exp in range without a max over the classes.
-        shift = norms.bound[s.ids].unsqueeze(1) if norms.bounded else logits.amax(dim=2)  # [A, C or 1, S]
-        total = logits.sub_(shift.unsqueeze(2)).exp_().sum(dim=2)
-        return (total.log() + shift - true).mean(dim=-1)
-
-
-@dataclass(frozen=True)
-class _Norms:
-    """Fixed terms of the decision loss's norm: G^+ [E, S, S] and x_d^T G^+ x_d [E * (D + 1)]."""
-
-    kind: str
-    gram_pinv: torch.Tensor
-    quad: torch.Tensor
-    bound: torch.Tensor    # [E, S] ||[x_i, 1]||, a bound on |logit| / norm
-    bounded: bool          # the bound is small enough to shift exp by (else shift by the max)
-
-    @staticmethod
-    def of(kind: str, problem: SearchProblem, support: torch.Tensor) -> "_Norms":
-        dtype = problem.columns.dtype
-        columns = problem.columns.view(support.shape[0], -1, support.shape[1])
-        bound = columns.square().sum(1).sqrt()
-        bounded = bool(bound.numel() == 0 or float(bound.max()) < _SAFE_BOUND)
-        if kind != "span_norm":
-            empty = problem.columns.new_zeros(0)
-            return _Norms(kind, empty, empty, bound, bounded)
-        pinv = span_gram_pinv(support)                                          # float64
-        quad = ((columns.double() @ pinv) * columns.double()).sum(-1).clamp(min=0)
-        return _Norms(kind, pinv.to(dtype), quad.reshape(-1).to(dtype), bound, bounded)
