@@ -35,7 +35,7 @@ from heads import Episodes, accuracy, bench_data, bench_parser, timed  # bench/h
 
 def seed_style_pattern_search(data: Episodes, radius: float, min_radius: float, max_evaluations: int,
                               loss_threshold: float | None, generator: torch.Generator) -> HeadFit:
-    """Opportunistic compass search the way the seed code runs it, one episode at a time."""
+    """Opportunistic compass search one episode at a time, like the seed repo's (unused) one-at-a-time class."""
     episodes, shots, dim = data.support.shape
     n_way = data.n_way
     size = 2 * (dim + 1) * n_way

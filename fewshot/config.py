@@ -18,8 +18,9 @@ import yaml
 from backbones.config import BackboneConfig, PretrainConfig
 from episodes.config import DatasetConfig, EpisodesConfig
 from episodes.errors import fail
+from fewshot.tune_settings import TuneConfig
 
-# The demo's heads; pattern search runs both with the seed's stop rule and on to a support loss of 0.1.
+# The demo's heads; pattern search runs both with the first-fit stop and on to a support loss of 0.1.
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
     "logistic_regression": {}, "prototype": {}}
@@ -49,6 +50,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_HEADS))
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 def _type_name(kind: Any) -> str:
@@ -188,6 +190,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     config = build_dataclass(Config, tree)
     if "heads" in tree:  # a config's heads replace the demo's list instead of adding to it
         config.heads = _coerce(dict[str, dict[str, Any]], tree["heads"] or {}, "heads")
+    from fewshot.bands import expand_bands
+    config.heads = expand_bands(config.heads)  # `bands: [[low, high], ...]`: one entry per band
     validate_heads(config)
     return config
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from episodes.errors import fail
+from fewshot.bands import band_tables_markdown
 from fewshot.results import csv_text, percent
 from fewshot.stats import CI_FORMULA, CI_METHOD, RANK_TEST, significance_ranks
 
@@ -43,7 +44,7 @@ class LeaderboardRow:
     rank: int
     head: str
     run: str
-    accuracy: float
+    accuracy: float | None
     ci95: float | None
     n: int
     fit_seconds: float
@@ -116,10 +117,10 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
     for group in sorted(groups):
         reference = _check_group(group, groups[group], allow_mismatch)
         entries = sorted(((source, doc, head) for source, doc in groups[group] for head in doc["heads"]),
-                         key=lambda entry: -entry[2]["accuracy"]["mean"])
-        ranks = significance_ranks([head["accuracy"]["mean"] for _, _, head in entries],
-                                   [head.get("per_episode") for _, _, head in entries],
-                                   [doc["episodes"]["fingerprint"] for _, doc, _ in entries],
+                         key=lambda entry: -_mean_or_low(entry[2]["accuracy"]["mean"]))
+        ranks = significance_ranks([_mean_or_low(head["accuracy"]["mean"]) for _, _, head in entries],
+                                   [_counted(head) for _, _, head in entries],
+                                   [_episode_key(doc, head) for _, doc, head in entries],
                                    ranked=[not head.get("oracle") for _, _, head in entries])
         # Rarely a head outranks one with a higher mean (something beats only the latter).
         for rank, (source, doc, head) in sorted(zip(ranks, entries), key=lambda pair: pair[0]):
@@ -134,17 +135,40 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
     return rows
 
 
+def _mean_or_low(mean: float | None) -> float:
+    """A head with no mean (it fitted no episode it counts) ranks last."""
+    return -1.0 if mean is None else mean
+
+
+def _counted(head: dict) -> list[float] | None:
+    """The per-episode accuracies a head's mean counts: its fitted episodes when it drops failures."""
+    values, fitted = head.get("per_episode"), head.get("per_episode_fitted")
+    if values is None or fitted is None or head["accuracy"].get("over") != "fitted":
+        return values
+    return [value for value, flag in zip(values, fitted) if flag]
+
+
+def _episode_key(doc: dict, head: dict) -> str:
+    """Heads with equal keys ran on the same episodes (paired test); a head that drops failures
+    counts its own subset of them, so it is compared unpaired."""
+    key = doc["episodes"]["fingerprint"]
+    return f"{key}/fitted/{head['name']}" if head["accuracy"].get("over") == "fitted" else key
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def format_accuracy(accuracy: float, ci95: float | None) -> str:
-    """`81.23 ± 0.72` (percent); the interval is `n/a` for a single episode."""
+def format_accuracy(accuracy: float | None, ci95: float | None) -> str:
+    """`81.23 ± 0.72` (percent); the interval is `n/a` for a single episode; `n/a` with no mean."""
+    if accuracy is None:
+        return "n/a"
     return f"{100 * accuracy:.2f} ± " + ("n/a" if ci95 is None else f"{100 * ci95:.2f}")
 
 
-def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
-    """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95."""
+def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> str:
+    """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95; then
+    the band tables of `docs` that have one (`fewshot.bands`)."""
     parts = [f"Accuracy (%): mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA}). "
              f"Rank: 1 + the number of heads significantly better ({RANK_TEST})."]
     for (dataset, n_way, k_shot), members in groupby(rows, key=lambda row: row.group):
@@ -159,6 +183,7 @@ def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
             lines += ["", f"{MISMATCH_MARK} evaluated on other episodes than the rest of this table: "
                           "not directly comparable."]
         parts.append("\n".join(lines))
+    parts += [text for text in [band_tables_markdown(docs)] if text]
     return "\n\n".join(parts) + "\n"
 
 

@@ -89,7 +89,7 @@ def episode_samplers(config: Config, dataset: FewShotDataset) -> dict[int, Episo
 
 
 def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Path,
-                        run: RunContext) -> list[dict[str, Any]]:
+                        run: RunContext, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate every head on every configured episode setting; write and return the results.
 
     Args:
@@ -97,6 +97,7 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         dataset: the loaded dataset.
         checkpoint: the backbone checkpoint.
         run: output directory, device, console, ranks.
+        extra: more top-level sections of every results document (e.g. `tuning`).
     """
     sha = checkpoint_sha256(checkpoint)
     settings = config.episodes
@@ -133,6 +134,7 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
                       "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
             heads=heads)
         doc["run"] = {"label": run.label}
+        doc.update(extra or {})
         if run.ranks.is_main:
             write_results(path, doc)
         docs.append(doc)
@@ -144,7 +146,7 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
 def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     """results.csv, leaderboard.md, accuracy.png and a summary table of a run's results."""
     write_csv(run.output_dir / "results.csv", docs)
-    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs)))
+    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs), docs))
     plot_accuracy(docs, run.output_dir / "accuracy.png")
     write_report(docs, run.output_dir / "report.html")
     table = Table(title=f"Results in {run.output_dir}")
@@ -152,9 +154,9 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
         table.add_column(column, justify="right" if column != "head" else "left")
     for doc in docs:
         setting = f"{doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot"
-        for head in sorted(doc["heads"], key=lambda h: -h["accuracy"]["mean"]):
+        for head in sorted(doc["heads"], key=lambda h: -(h["accuracy"]["mean"] or -1.0)):
             accuracy = head["accuracy"]
-            table.add_row(setting, head["name"], f"{100 * accuracy['mean']:.2f}",
+            table.add_row(setting, head["name"], "n/a" if accuracy["mean"] is None else f"{100 * accuracy['mean']:.2f}",
                           f"{100 * (accuracy['ci95'] or 0):.2f}", f"{head['fit_seconds']:.2f}")
     run.console.print(table)
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from episodes.errors import fail
 from episodes.io import atomic_write_bytes
 from fewshot.leaderboard import MISMATCH_MARK, LeaderboardRow, merge
+from fewshot.plot_bands import draw_band_panel
 
 FORMATS = {".png": "png", ".svg": "svg"}
 MAX_COLUMNS = 3
@@ -48,7 +49,8 @@ def _draw_panel(axes: Axes, rows: list[LeaderboardRow]) -> None:
     axes.margins(y=0.15)
     axes.grid(axis="y", alpha=0.3)
     first = rows[0]
-    axes.set_title(f"{first.dataset}: {first.n_way}-way {first.k_shot}-shot ({first.n} episodes)", fontsize=10)
+    episodes = max(row.n for row in rows)  # heads that drop failures count fewer
+    axes.set_title(f"{first.dataset}: {first.n_way}-way {first.k_shot}-shot ({episodes} episodes)", fontsize=10)
     axes.set_ylabel("query accuracy (%)")
 
 
@@ -71,17 +73,19 @@ def plot_accuracy(docs: Sequence[dict], path: str | os.PathLike, *, sources: Seq
 def render_accuracy(docs: Sequence[dict], image_format: str = "png", *, sources: Sequence[str] | None = None,
                     dpi: int = 120) -> bytes:
     """The accuracy plot as image bytes (`png` or `svg`); see `plot_accuracy`."""
-    rows = merge(docs, sources=sources, allow_mismatch=True)
+    rows = [row for row in merge(docs, sources=sources, allow_mismatch=True) if row.accuracy is not None]
     if not rows:
         raise fail("There is nothing to plot: the results hold no heads.", "Pass results files with at least one head.")
-    panels = [list(members) for _, members in groupby(rows, key=lambda row: row.group)]
+    panels: list = [list(members) for _, members in groupby(rows, key=lambda row: row.group)]
+    panels += [doc for doc in docs if doc.get("band_table")]  # one band panel per banded results file
     columns = min(MAX_COLUMNS, len(panels))
     lines = math.ceil(len(panels) / columns)
-    widest = max(len(panel) for panel in panels)
+    widest = max(len(panel) if isinstance(panel, list) else len(panel["band_table"]["rows"]) for panel in panels)
     figure = Figure(figsize=(columns * max(3.5, 1.1 * widest + 1.5), 3.6 * lines), layout="constrained")
     FigureCanvasAgg(figure)
     for index, panel in enumerate(panels):
-        _draw_panel(figure.add_subplot(lines, columns, index + 1), panel)
+        axes = figure.add_subplot(lines, columns, index + 1)
+        _draw_panel(axes, panel) if isinstance(panel, list) else draw_band_panel(axes, panel)
     note = "mean over episodes ± 95% confidence interval (Student t)"
     if any(row.mismatched for row in rows):
         note += f"; {MISMATCH_MARK} evaluated on other episodes than the rest of its panel"

@@ -29,7 +29,9 @@ import torch
 from episodes.errors import fail
 from episodes.io import atomic_write_text
 from fewshot import __version__
-from fewshot.stats import CI_FORMULA, CI_METHOD, compare, summarize
+from fewshot.bands import band_table
+from fewshot.stats import (CI_FORMULA, CI_METHOD, compare_shared, fitted_accuracy, fitted_summary,
+                           pooled_volume, summarize)
 from fewshot.verify import verify_results
 
 SCHEMA = "fewshot.results/1"
@@ -124,32 +126,72 @@ def build_results(*, config: dict, dataset: dict, backbone: dict, episodes: dict
                   "fit_seconds": float(head.fit_seconds),
                   "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()}}
                  for head, values in zip(heads, stored)]
+    for head, doc in zip(heads, head_docs):
+        doc.update(stored_fit_fields(head))
     head_docs = [{**{k: v for k, v in doc.items() if k in ("name", "config")}, **head_statistics(doc), **doc}
                  for doc in head_docs]
     comparisons = comparison_statistics(head_docs)
-    return {"schema": SCHEMA, "suite": {"version": __version__, "git_commit": git_commit()},
+    bands = band_table(head_docs)
+    return {"schema": SCHEMA, **({"band_table": bands} if bands else {}),
+            "suite": {"version": __version__, "git_commit": git_commit()},
             "config": config, "hardware": describe_hardware() if hardware is None else hardware,
             "dataset": dataset, "backbone": backbone, "episodes": episodes,
             "ci_method": CI_METHOD, "ci_formula": CI_FORMULA,
             "heads": head_docs, "comparisons": comparisons}
 
 
+def stored_fit_fields(head: HeadResult) -> dict:
+    """The per-episode fit records a head reports, as stored: fitted flags and restarts (heads with
+    a fit protocol), and guess & check's fitted / tested draws.
+
+    Args:
+        head: the head's result (its diagnostics carry `fit_fitted` or `fit_failed`,
+            `fit_restarts`, `fit_fits` and `fit_tested` when the head reports them).
+    """
+    diagnostics, fields = head.diagnostics, {}
+    if "fit_fitted" in diagnostics or "fit_failed" in diagnostics:
+        flags = diagnostics["fit_fitted"] if "fit_fitted" in diagnostics else 1 - diagnostics["fit_failed"]
+        fields["per_episode_fitted"] = [int(flag > 0.5) for flag in flags.tolist()]
+        if "fit_restarts" in diagnostics:
+            fields["per_episode_restarts"] = [int(r) for r in diagnostics["fit_restarts"].tolist()]
+    if "fit_fits" in diagnostics and "fit_tested" in diagnostics:  # guess & check draws, pooled
+        for key in ("fits", "tested"):
+            fields[f"per_episode_{key}"] = [int(v) for v in diagnostics[f"fit_{key}"].tolist()]
+    return fields
+
+
 def head_statistics(head: dict) -> dict:
     """The statistics of one head computed from its stored per-episode values alone.
 
     `build_results` and `fewshot.verify` both call this, so a reader recomputes exactly what the
-    writer computed; add a new per-episode statistic here and both follow.
+    writer computed; add a new per-episode statistic here and both follow. With fitted flags the
+    head also gets its fitted summary, and its accuracy counts only fitted episodes when it drops
+    failures (`on_failure: drop`); with guess & check counts, the pooled volume.
 
     Args:
         head: a head's document with at least `per_episode` (as stored).
     """
-    return {"accuracy": summarize(head["per_episode"])}
+    values, fitted = head["per_episode"], head.get("per_episode_fitted")
+    if fitted is None:
+        stats = {"accuracy": summarize(values)}
+    else:
+        drop = isinstance(head.get("config"), dict) and head["config"].get("on_failure") == "drop"
+        stats = {"fitted": fitted_summary(fitted, head.get("per_episode_restarts")),
+                 "accuracy": fitted_accuracy(values, fitted, drop)}
+    if "per_episode_fits" in head and "per_episode_tested" in head:
+        stats["volume"] = pooled_volume(head["per_episode_fits"], head["per_episode_tested"])
+    return stats
+
+
+def _kept(head_doc: dict) -> list[int] | None:
+    """The episodes a head's mean counts: its fitted ones when it drops failures, else all (None)."""
+    return head_doc.get("per_episode_fitted") if head_doc["accuracy"].get("over") == "fitted" else None
 
 
 def comparison_statistics(heads: Sequence[dict]) -> list[dict]:
-    """Paired comparisons of every pair of heads (config order), from their stored per-episode values."""
-    return [compare(heads[i]["per_episode"], heads[j]["per_episode"], a_name=heads[i]["name"],
-                    b_name=heads[j]["name"])
+    """Paired comparisons of every pair of heads (config order), on the episodes both count."""
+    return [compare_shared(heads[i]["per_episode"], heads[j]["per_episode"], _kept(heads[i]), _kept(heads[j]),
+                           a_name=heads[i]["name"], b_name=heads[j]["name"])
             for i, j in itertools.combinations(range(len(heads)), 2)]
 
 
@@ -214,6 +256,8 @@ def _wrong_types(doc: dict) -> list[str]:
         return wrong + ["heads is not a non-empty list"]
     for i, head in enumerate(doc["heads"]):
         mean = head["accuracy"]["mean"] if isinstance(head, dict) and isinstance(head["accuracy"], dict) else None
+        if mean is None and isinstance(head, dict) and head["accuracy"].get("n") == 0:
+            continue  # a head that dropped every episode (none fitted) has no mean
         if not isinstance(mean, (int, float)) or isinstance(mean, bool):
             wrong.append(f"heads.{i}.accuracy.mean is not a number")
     return wrong

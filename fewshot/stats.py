@@ -158,3 +158,70 @@ def significance_ranks(means: Sequence[float], per_episode: Sequence[Sequence[fl
                                          episode_keys[i] == episode_keys[j], alpha)
                     for j in range(count) if j != i and ranked[j])
             for i in range(count)]
+
+def fitted_summary(fitted: Sequence[int], restarts: Sequence[float] | None = None) -> dict:
+    """How many episodes a head fitted: `{"fraction", "count", "n", "restarts"}`.
+
+    Args:
+        fitted: 0/1 per episode (stored as `per_episode_fitted`).
+        restarts: restarts used per episode (stored as `per_episode_restarts`); its total is reported.
+    """
+    count = int(sum(int(flag) for flag in fitted))
+    total = len(fitted)
+    return {"fraction": count / total if total else None, "count": count, "n": total,
+            "restarts": int(sum(restarts)) if restarts is not None else 0}
+
+
+def fitted_accuracy(values: Sequence[float], fitted: Sequence[int] | None, drop: bool) -> dict:
+    """The accuracy summary of a head: over all episodes, or over its fitted ones when `drop`.
+
+    Returns `summarize`'s keys plus `"over"` (`all` or `fitted`); with no fitted episode the
+    mean, std and ci95 are `None` and n is 0 (a band no head reaches is not an error).
+
+    Args:
+        values: per-episode accuracy; fitted: 0/1 per episode (None: all count); drop: average
+            fitted episodes only.
+    """
+    if not drop or fitted is None:
+        return {**summarize(values), "over": "all"}
+    kept = [value for value, flag in zip(values, fitted, strict=True) if flag]
+    if not kept:
+        return {"mean": None, "std": None, "ci95": None, "n": 0, "over": "fitted"}
+    return {**summarize(kept), "over": "fitted"}
+
+
+def compare_shared(a: Sequence[float], b: Sequence[float], a_kept: Sequence[int] | None = None,
+                   b_kept: Sequence[int] | None = None, *, a_name: str | None = None,
+                   b_name: str | None = None) -> dict:
+    """`compare` on the episodes both heads count (those each keeps), with their number `"n"`.
+
+    Args:
+        a, b: per-episode values on the same episodes.
+        a_kept, b_kept: 0/1 per episode, the episodes each head's mean counts (None: all).
+        a_name, b_name: stored under "a" and "b".
+    """
+    shared = [i for i in range(len(a)) if (a_kept is None or a_kept[i]) and (b_kept is None or b_kept[i])]
+    if not shared:
+        names = {key: name for key, name in (("a", a_name), ("b", b_name)) if name is not None}
+        return {**names, "mean_diff": None, "ci95": None, "wins": 0, "ties": 0, "losses": 0, "n": 0}
+    result = compare([a[i] for i in shared], [b[i] for i in shared], a_name=a_name, b_name=b_name)
+    return {**result, "n": len(shared)}
+
+
+def pooled_volume(fits: Sequence[float], tested: Sequence[float]) -> dict:
+    """Volume of the fitting region from pooled counts: sum(fits) / sum(tested) over episodes.
+
+    The interval is Clopper-Pearson's exact 95% binomial interval of the pooled counts (treating
+    the draws as one sample; the episodes' volumes differ, so it is the error of the pooled
+    average's sampling, not of any one episode's volume).
+
+    Args:
+        fits, tested: per episode, draws that fitted and draws tested.
+    """
+    from scipy.stats import binomtest  # scipy is only needed where volumes are reported
+    fitted, total = int(round(sum(fits))), int(round(sum(tested)))
+    if total == 0:
+        return {"estimate": None, "low": None, "high": None, "fitted": 0, "tested": 0}
+    interval = binomtest(fitted, total).proportion_ci(confidence_level=CI_LEVEL, method="exact")
+    return {"estimate": fitted / total, "low": float(interval.low), "high": float(interval.high),
+            "fitted": fitted, "tested": total}

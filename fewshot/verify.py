@@ -64,10 +64,16 @@ HEAD_CHECKS: tuple[Check, ...] = (
     ("accuracy.n", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     ("diagnostics", lambda v: v is None or (isinstance(v, dict) and all(isinstance(d, dict) for d in v.values())),
      "an object of objects"),
+    ("per_episode_fitted", lambda v: isinstance(v, list) and all(flag in (0, 1) and _integer(flag) for flag in v),
+     "a list of 0/1 flags"),
+    *((key, lambda v: isinstance(v, list) and all(_integer(c) and c >= 0 for c in v), "a list of integers >= 0")
+      for key in ("per_episode_restarts", "per_episode_fits", "per_episode_tested")),
 )
+PER_EPISODE_RECORDS = ("per_episode_fitted", "per_episode_restarts", "per_episode_fits", "per_episode_tested")
 COMPARISON_CHECKS: tuple[Check, ...] = (
     ("a", lambda v: isinstance(v, str), "a string"), ("b", lambda v: isinstance(v, str), "a string"),
-    ("mean_diff", _number, "a number"), ("ci95", _optional_nonnegative, "a number >= 0 or null"),
+    ("mean_diff", lambda v: v is None or _number(v), "a number (null only with n = 0)"),
+    ("ci95", _optional_nonnegative, "a number >= 0 or null"),
     *((key, lambda v: _integer(v) and v >= 0, "an integer >= 0") for key in ("wins", "ties", "losses")),
 )
 DOC_CHECKS: tuple[Check, ...] = (
@@ -109,7 +115,12 @@ def type_problems(doc: dict) -> list[str]:
     if not isinstance(heads, list) or not heads or not all(isinstance(head, dict) for head in heads):
         return problems + ["heads is not a non-empty list of objects"]
     for i, head in enumerate(heads):
-        problems += _apply(HEAD_CHECKS, head, f"heads.{i}.", optional=("accuracy.std", "diagnostics"))
+        problems += _apply(HEAD_CHECKS, head, f"heads.{i}.", optional=("accuracy.std", "diagnostics",
+                                                                        *PER_EPISODE_RECORDS))
+        episodes = len(head["per_episode"]) if isinstance(head.get("per_episode"), list) else None
+        problems += [f"heads.{i}.{key} has {len(head[key])} entries for {episodes} episodes"
+                     for key in PER_EPISODE_RECORDS
+                     if isinstance(head.get(key), list) and episodes is not None and len(head[key]) != episodes]
         accuracy = head.get("accuracy") if isinstance(head.get("accuracy"), dict) else {}
         if accuracy.get("mean") is None and accuracy.get("n") != 0:  # no mean only when no episode counts
             problems.append(f"heads.{i}.accuracy.mean is None, but its n is {accuracy.get('n')!r}")
@@ -153,6 +164,9 @@ def recomputed_problems(doc: dict) -> list[str]:
     else:
         problems += [p for i, (want, have) in enumerate(zip(expected, doc["comparisons"]))
                      for p in _differences(want, have, f"comparisons.{i}")]
+    if "band_table" in doc:
+        from fewshot.bands import band_table
+        problems += _differences(band_table(doc["heads"]), doc["band_table"], "band_table")
     return problems
 
 

@@ -31,7 +31,7 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     paths = find_results_files(finished_results(args.results))
     docs = [read_results(path) for path in paths]
     rows = merge(docs, sources=[str(path) for path in paths], allow_mismatch=args.allow_mismatch)
-    text = RENDERERS[args.format](rows)
+    text = RENDERERS[args.format](rows, docs) if args.format == "md" else RENDERERS[args.format](rows)
     if args.output is None:
         print(text, end="")
     else:

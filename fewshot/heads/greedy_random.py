@@ -1,12 +1,18 @@
 """The `greedy_random` head: random search that keeps only improvements, no gradients.
 
-Per episode, from W = 0, b = 0 (the "random greedy search" of Chiang et al., 2023):
+Per episode, from the configured start (`init`, default W = 0, b = 0; the "random greedy
+search" of Chiang et al., 2023):
 
     each step: draw `candidates` points theta + sigma * N(0, I) (all weights and biases);
-    take the one with the lowest support loss if it is lower than the current loss;
+    take the one with the lowest decision loss if it is lower than the current loss;
     after `patience` steps in a row without a move, sigma *= shrink (and the count restarts)
-    stop at 100% support accuracy (and loss below `loss_threshold` when set), at
+    stop at 100% support accuracy (and decision loss <= the band's upper edge / below
+    `loss_threshold` when set, checked every `check_every` accepted moves), at
     sigma < min_sigma, or after max_steps steps.
+
+The seed's schedule is sigma = 1, shrink = 0.5, patience = 100, candidates = M - 1; the
+defaults here are tuned for L2-normalized features. The decision loss is raw cross-entropy or
+normalized by the full or span norm (`fewshot.heads.losses`).
 
 The noise moves every weight, also along directions the support set cannot see, as the seed's
 does: that is the point of comparing it with gradient descent. A candidate's logits are the
@@ -24,25 +30,28 @@ import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
+from fewshot.heads.losses import normalized_loss, span_gram_pinv, span_norm_sq
+from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
+from fewshot.heads.starts import draw_start
 
 FITTED, MIN_SIGMA, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
 
 
 @register_head("greedy_random")
 class GreedyRandomHead(HeadOptimizer):
-    """Greedy random search on the support cross-entropy from a zero start."""
+    """Greedy random search on the support decision loss (see the module doc)."""
 
     @dataclass
-    class Config:
-        """Args:
+    class Config(FitProtocol):
+        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure):
             sigma: initial standard deviation of the noise added to every parameter.
             shrink: factor applied to sigma after `patience` failed steps in a row.
             patience: failed steps in a row before sigma shrinks.
             min_sigma: stop once sigma falls below this.
             max_steps: budget of steps per episode.
             candidates: noisy points drawn per step; the best one is taken if it improves.
-            loss_threshold: also require support loss below this to stop as fitted; None
-                stops at the first 100%-accurate point.
+            loss_threshold: also require decision loss below this to stop as fitted; None and
+                no band: the first-fit stop (the first 100%-accurate point checked).
         """
 
         sigma: float = 0.1
@@ -58,28 +67,41 @@ class GreedyRandomHead(HeadOptimizer):
         return [(c.sigma > 0, "sigma", "> 0"), (0 < c.shrink < 1, "shrink", "in (0, 1)"),
                 (c.patience >= 1, "patience", ">= 1"), (c.min_sigma > 0, "min_sigma", "> 0"),
                 (c.max_steps >= 0, "max_steps", ">= 0"), (c.candidates >= 1, "candidates", ">= 1"),
-                (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")]
+                (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")] + protocol_rules(c)
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
         validate_inputs(support, labels, n_way)
-        c, labels = self.config, labels.long()
-        support = support.float()
+        return fit_with_protocol(lambda x, y, g: self._fit_once(x, y, n_way, g), support.float(), labels.long(),
+                                 generator, self.config, self.config.loss_threshold)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, norm_sq: torch.Tensor | None,
+              pinv: torch.Tensor | None) -> torch.Tensor:
+        """Decision loss [A] or [A, K] of logits [A, (K,) S, N]; `norm_sq` is the full norm's square."""
+        kind = self.config.loss
+        if kind == "raw":
+            return linear_loss(logits, labels)
+        norm_sq = norm_sq if kind == "full_norm" else span_norm_sq(logits, pinv)
+        return normalized_loss(logits, labels, norm_sq.sqrt())
+
+    def _fit_once(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
+                  generator: torch.Generator) -> HeadFit:
+        c = self.config
         episodes, shots, dim = support.shape
         device = support.device
         # A column of ones makes the bias the last row of one parameter matrix [E, D + 1, N].
         features = with_bias_column(support)
-        params = support.new_zeros(episodes, dim + 1, n_way)
-        logits = support.new_zeros(episodes, shots, n_way)
-        loss = linear_loss(logits, labels)
+        pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" else None
+        params = draw_start(c.init, c.init_scale, (episodes, dim + 1, n_way), generator, device)
+        logits = torch.bmm(features, params)
+        loss = self._loss(logits, labels, params.square().sum((1, 2)), pinv)
         sigma = torch.full((episodes,), c.sigma, device=device)
         failures = torch.zeros(episodes, dtype=torch.long, device=device)
         steps, accepted = torch.zeros_like(failures), torch.zeros_like(failures)
         reason = torch.full((episodes,), -1, dtype=torch.long, device=device)
         while True:
-            fitted = linear_accuracy(logits, labels) == 1.0
-            if c.loss_threshold is not None:
-                fitted &= loss < c.loss_threshold
+            fitted = reached_stop(linear_accuracy(logits, labels) == 1.0, loss, c, c.loss_threshold)
+            fitted &= accepted % c.check_every == 0  # checked every `check_every` accepted moves
             stop = torch.where(steps >= c.max_steps, BUDGET, -1)
             stop = torch.where(sigma < c.min_sigma, MIN_SIGMA, stop)
             reason = torch.where(reason < 0, torch.where(fitted, FITTED, stop), reason)
@@ -94,7 +116,13 @@ class GreedyRandomHead(HeadOptimizer):
             moved_logits = torch.bmm(features[active], stacked)
             trial_logits = logits[active].unsqueeze(1) + moved_logits.view(
                 len(active), shots, c.candidates, n_way).transpose(1, 2)
-            trial_loss = linear_loss(trial_logits, labels[active].unsqueeze(1))          # [A, K]
+            trial_norm_sq = None
+            if c.loss == "full_norm":  # ||theta + e||^2 = ||theta||^2 + 2 <theta, e> + ||e||^2
+                flat, current = noise.flatten(2), params[active].flatten(1)
+                trial_norm_sq = (current.square().sum(1, keepdim=True) + flat.square().sum(2)
+                                 + 2 * torch.bmm(flat, current.unsqueeze(2)).squeeze(2))
+            trial_loss = self._loss(trial_logits, labels[active].unsqueeze(1), trial_norm_sq,
+                                    None if pinv is None else pinv[active])              # [A, K]
             best_loss, best = trial_loss.min(dim=1)
             better = best_loss < loss[active]
             won, pick = active[better], best[better]

@@ -2,11 +2,17 @@
 
 Per episode (the "guess & check" optimizer of Chiang et al., 2023): draw weight and bias
 uniformly from [-scale, scale] (or Gaussian with std `scale`) until a draw classifies every
-support example correctly (and has support loss below `loss_threshold` when set). The number
-of guesses used is a Monte Carlo estimate of 1 / (the fraction of the drawing distribution's
-volume that fits the support set): the volume hypothesis made measurable. Feasible only for
-few ways, shots and dimensions; after `max_guesses` the episode is reported `failed` and gets
-its lowest-loss guess.
+support example correctly (and, when set, has decision loss below `loss_threshold` and in
+the `band` (low, high]; `loss` picks raw or norm-normalized cross-entropy, see
+`fewshot.heads.losses`). Feasible only for few ways, shots and dimensions; after
+`max_guesses` the episode is reported `failed` and gets its lowest-loss guess.
+
+The volume of the fitting region (the fraction of the drawing distribution that fits the
+support set: the volume hypothesis made measurable) is estimated from pooled counts, fitted /
+tested: every draw of every evaluated batch counts (also those after the first fit in its
+batch), per episode in `stats["tested"]` and `stats["fits"]`, and the results pool them over
+episodes. By Wald's identity E[fits] = p E[tested] under this stopping rule, so the pooled
+ratio is consistent, unlike 1 / guesses (E[1 / G] > p).
 
 Guesses are drawn in batches for all episodes at once; which random number goes to which
 guess depends on the batch layout, so results are reproducible for the same generator, batch
@@ -27,6 +33,7 @@ import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
+from fewshot.heads.losses import LossKind, normalized_loss, span_gram_pinv, span_norm_sq
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
 
@@ -44,6 +51,8 @@ class GuessCheckHead(HeadOptimizer):
             max_guesses: budget per episode; an episode that runs out is reported `failed`.
             loss_threshold: also require support loss below this; None = accuracy only.
             batch: guesses per episode per batch; 0 picks it from the problem size.
+            loss: the loss of the threshold and band: `raw`, `full_norm` or `span_norm`.
+            band: [low, high]: accept only guesses whose loss is in (low, high]; None: no band.
         """
 
         distribution: Literal["uniform", "gaussian"] = "uniform"
@@ -52,12 +61,16 @@ class GuessCheckHead(HeadOptimizer):
         max_guesses: int = 100_000
         loss_threshold: float | None = None
         batch: int = 0
+        loss: LossKind = "raw"
+        band: list[float] | None = None
 
     def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
         return [(c.scale > 0, "scale", "> 0"), (c.max_guesses >= 1, "max_guesses", ">= 1"),
                 (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
-                (c.batch >= 0, "batch", ">= 0")]
+                (c.batch >= 0, "batch", ">= 0"),
+                (c.band is None or (len(c.band) == 2 and 0 <= c.band[0] < c.band[1]), "band",
+                 "null or [low, high] with 0 <= low < high")]
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
         c = self.config
@@ -79,6 +92,8 @@ class GuessCheckHead(HeadOptimizer):
         params = support.new_zeros(episodes, rows, n_way)
         best_loss = torch.full((episodes,), math.inf, device=device)
         guesses = torch.zeros(episodes, dtype=torch.long, device=device)
+        tested, fit_count = torch.zeros_like(guesses), torch.zeros_like(guesses)
+        pinv = span_gram_pinv(support) if c.loss == "span_norm" else None
         done = torch.zeros(episodes, dtype=torch.bool, device=device)
         while True:
             active = (~done & (guesses < c.max_guesses)).nonzero().squeeze(1)
@@ -90,11 +105,19 @@ class GuessCheckHead(HeadOptimizer):
             logits = torch.bmm(features[active], draws.permute(0, 2, 1, 3).reshape(len(active), rows, -1))
             logits = logits.view(len(active), shots, batch, n_way).transpose(1, 2)
             loss = linear_loss(logits, labels[active].unsqueeze(1))                        # [A, B]
+            if c.loss != "raw":
+                norm_sq = draws.double().square().sum((2, 3)) if c.loss == "full_norm" \
+                    else span_norm_sq(logits, pinv[active])
+                loss = normalized_loss(logits.double(), labels[active].unsqueeze(1), norm_sq.sqrt()).float()
             fits = linear_accuracy(logits, labels[active].unsqueeze(1)) == 1.0
             if c.loss_threshold is not None:
                 fits &= loss < c.loss_threshold
+            if c.band is not None:
+                fits &= (loss > c.band[0]) & (loss <= c.band[1])
             allowed = torch.arange(batch, device=device) < (c.max_guesses - guesses[active]).unsqueeze(1)
             fits &= allowed
+            tested[active] += allowed.sum(dim=1)
+            fit_count[active] += fits.sum(dim=1)
             found = fits.any(dim=1)
             first = fits.to(torch.uint8).argmax(dim=1)
             # Episodes still failing keep their lowest-loss guess so far.
@@ -109,5 +132,6 @@ class GuessCheckHead(HeadOptimizer):
             done[active] = found
         weight = params[:, :dim].contiguous()
         bias = params[:, dim].contiguous() if c.bias else support.new_zeros(episodes, n_way)
-        stats = {"guesses": guesses.float(), "failed": (~done).float(), "support_loss": best_loss}
+        stats = {"guesses": guesses.float(), "failed": (~done).float(), "support_loss": best_loss,
+                 "tested": tested.float(), "fits": fit_count.float()}
         return HeadFit(weight, bias, stats=stats)

@@ -1,6 +1,7 @@
 """The `pattern_search` head: compass search on the weight and bias, no gradients.
 
-The algorithm (seed: `PatternSearch` of Chiang et al., 2023), per episode, from W = 0, b = 0:
+The algorithm (the one-at-a-time `PatternSearch` class of Chiang et al., 2023, and their
+published block variant), per episode, from the configured start (`init`, default W = 0, b = 0):
 
     loss = support loss at the current point; radius = config.radius
     until fitted, radius < min_radius or evaluations == max_evaluations:
@@ -9,14 +10,28 @@ The algorithm (seed: `PatternSearch` of Chiang et al., 2023), per episode, from 
             loss, take it and end the poll (the next poll starts over with a fresh order)
         parallel: evaluate the order in blocks of `chunk_size`; take the block's best move
             if it lowers the loss and end the poll, else go on with the next block
-        a poll that evaluates all 2P moves without taking one halves the radius
+        block (the seed's published variant): evaluate the order in blocks of `chunk_size`;
+            take the best of the block and the current point, and go on with the next block
+            of the same order; when the order is used up, halve the radius and reshuffle
+        opportunistic / parallel: a poll that evaluates all 2P moves without taking one halves
+            the radius
 
-The poll restarts after an accepted move, as in the seed (its `step` reshuffles and returns at
-the first improvement). "Fitted" is 100% support accuracy, and, when `loss_threshold` is set,
-support loss below it. The stop checks run before every poll, in the order fitted, radius,
-budget; a budget that runs out mid-poll stops the search without halving the radius.
+Opportunistic and parallel restart the poll after an accepted move (the seed's one-at-a-time
+class reshuffles and returns at the first improvement). The loss is the head's decision loss
+(`loss`: raw cross-entropy, or normalized by the full or span norm, `fewshot.heads.losses`).
+The stop checks run before every poll (block), in the order fitted, radius, budget; "fitted"
+(the stop) is 100% support accuracy, decision loss <= the band's upper edge when a `band` is
+set and below `loss_threshold` when set, checked every `check_every` accepted moves
+(`fewshot.heads.protocol`). A budget that runs out mid-poll stops the search without halving
+the radius. With no band and no threshold this is the first-fit stop.
 
-Fast path: a move of parameter (d, n) by s changes only column n of the support logits, by
+Normalized losses: a move changes the norm too. Full norm: ||theta||^2 + 2 s theta_p + s^2.
+Span norm: sum_c z_c^T G^+ z_c (`losses.span_norm_sq`) with z_n -> z_n + s x_d changes by
+2 s x_d . (G^+ z_n) + s^2 x_d^T G^+ x_d, O(S) from the kept G^+ Z and the precomputed
+x_d^T G^+ x_d. Every logit is divided by the new norm, so a candidate's loss costs O(S N)
+(`fewshot/heads/compass_norms.py`).
+
+Fast path (raw loss): a move of parameter (d, n) by s changes only column n of the support logits, by
 s * x_d (x_D = 1 for the bias), so a candidate costs O(S) instead of a forward pass O(S D N):
 `move_loss` needs only the new column, the other columns' exp-sums `others[n]` and the
 label-logit margin, kept per episode (`state_terms`), and the class sums T[d, n] of the
@@ -53,6 +68,9 @@ from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import validate_inputs
 from fewshot.heads.compass import (SearchProblem, episode_keys, move_loss, poll_order, poll_side,
                                    prepare_problem, state_terms)
+from fewshot.heads.compass_norms import NormTerms, decision_loss, norm_terms, normalized_trials
+from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
+from fewshot.heads.starts import draw_start
 
 FITTED, MIN_RADIUS, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
 _MIN_ROUND_CHUNK = 4  # smallest adaptive chunk of an opportunistic round
@@ -75,6 +93,8 @@ class _Search:
     evaluations: torch.Tensor  # [A]
     accepted: torch.Tensor     # [A]
     reason: torch.Tensor       # [A] stop reason, -1 while running
+    norm_sq: torch.Tensor      # [A] squared norm of the decision loss (1 for raw)
+    span: torch.Tensor         # [A, N, S] G^+ z_n per column (span norm), else [A, 0, 0]
 
     def rows(self, index: torch.Tensor) -> "_Search":
         return _Search(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
@@ -82,20 +102,22 @@ class _Search:
 
 @register_head("pattern_search")
 class PatternSearchHead(HeadOptimizer):
-    """Compass search on the support cross-entropy from a zero start (see the module doc)."""
+    """Compass search on the support decision loss (see the module doc)."""
 
     @dataclass
-    class Config:
-        """Args:
+    class Config(FitProtocol):
+        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure):
             radius: initial step of every coordinate move.
             min_radius: stop once the radius (halved after each failed poll) falls below this.
             max_evaluations: budget of candidate evaluations per episode.
-            loss_threshold: also require support loss below this to stop as fitted; None
-                stops at the first 100%-accurate point (the seed's rule).
+            loss_threshold: also require decision loss below this to stop as fitted; None
+                and no band: the first-fit stop (the first 100%-accurate point checked).
             chunk_size: poll positions evaluated per episode at once (positions that map
                 outside the 2P moves are skipped). Opportunistic: only speed and memory depend
-                on it, never the result. Parallel: the block whose best move is taken.
-            variant: `opportunistic` (first improving move) or `parallel` (best of a block).
+                on it, never the result. Parallel and block: the block whose best move is taken
+                (the seed's block of M - 1 candidates).
+            variant: `opportunistic` (first improving move), `parallel` (best of a block, then a
+                new poll) or `block` (best of each block, the seed's published variant).
         """
 
         radius: float = 1.0
@@ -103,14 +125,14 @@ class PatternSearchHead(HeadOptimizer):
         max_evaluations: int = 500_000
         loss_threshold: float | None = None
         chunk_size: int = 256
-        variant: Literal["opportunistic", "parallel"] = "opportunistic"
+        variant: Literal["opportunistic", "parallel", "block"] = "opportunistic"
 
     def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
         return [(c.radius > 0, "radius", "> 0"), (c.min_radius > 0, "min_radius", "> 0"),
                 (c.max_evaluations >= 0, "max_evaluations", ">= 0"),
                 (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
-                (c.chunk_size >= 1, "chunk_size", ">= 1")]
+                (c.chunk_size >= 1, "chunk_size", ">= 1")] + protocol_rules(c)
 
     def on_accept(self, episodes: torch.Tensor, params: torch.Tensor, steps: torch.Tensor) -> None:
         """Called with the moves taken in each round (a hook for tests that record trajectories).
@@ -134,9 +156,8 @@ class PatternSearchHead(HeadOptimizer):
         # [A, N, S] layout, where a reduction over N is much faster with amax than argmax.
         first_wins = torch.arange(n_way, 0, -1, device=labels.device).view(1, -1, 1)
         first_max = n_way - ((s.logits == s.shift.unsqueeze(1)) * first_wins).amax(dim=1)
-        fitted = (first_max == labels).all(dim=1)
-        if c.loss_threshold is not None:
-            fitted &= s.loss < c.loss_threshold
+        fitted = reached_stop((first_max == labels).all(dim=1), s.loss, c, c.loss_threshold)
+        fitted &= s.accepted % c.check_every == 0  # checked every `check_every` accepted moves
         reason = torch.where(s.evaluations >= c.max_evaluations, BUDGET, -1)
         reason = torch.where(s.radius < c.min_radius, MIN_RADIUS, reason)
         return torch.where(fitted, FITTED, reason)
@@ -144,23 +165,36 @@ class PatternSearchHead(HeadOptimizer):
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
         validate_inputs(support, labels, n_way)
-        c, labels = self.config, labels.long()
+        return fit_with_protocol(lambda x, y, g: self._fit_once(x, y.long(), n_way, g), support, labels.long(),
+                                 generator, self.config, self.config.loss_threshold)
+
+    def _fit_once(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
+                  generator: torch.Generator) -> HeadFit:
+        c = self.config
         episodes, shots, dim = support.shape
         device = support.device
-        problem = prepare_problem(support, labels, n_way, c.radius)
+        start = draw_start(c.init, c.init_scale, (episodes, dim + 1, n_way), generator, device, torch.float64)
+        largest = float(start.abs().max()) if start.numel() else 0.0
+        problem = prepare_problem(support, labels, n_way, c.radius + largest)
         dtype = problem.columns.dtype
-        logits = torch.zeros(episodes, n_way, shots, dtype=dtype, device=device)
+        params = start.to(dtype).view(episodes, -1)
+        logits = torch.bmm(start.to(dtype).transpose(1, 2),
+                           problem.columns.view(episodes, dim + 1, shots))            # [E, N, S]
         others, shift, margin, loss = state_terms(logits, labels)
+        norms = NormTerms.of(c.loss, problem, support)
+        norm_sq, span = norm_terms(norms, torch.arange(episodes, device=device), params, logits)
+        if c.loss != "raw":
+            loss = decision_loss(logits, labels, norm_sq)
         count = torch.zeros(episodes, dtype=torch.long, device=device)
         search = _Search(
-            ids=torch.arange(episodes, device=device),
-            params=torch.zeros(episodes, (dim + 1) * n_way, dtype=dtype, device=device),
+            ids=torch.arange(episodes, device=device), params=params,
             logits=logits, others=others, shift=shift, margin=margin, loss=loss,
             radius=torch.full((episodes,), c.radius, dtype=dtype, device=device),
             keys=episode_keys(episodes, generator, device), polls=count.clone(), position=count.clone(),
-            polled=count.clone(), evaluations=count.clone(), accepted=count.clone(), reason=count - 1)
+            polled=count.clone(), evaluations=count.clone(), accepted=count.clone(), reason=count - 1,
+            norm_sq=norm_sq, span=span)
         results = search.rows(search.ids)
-        chunk = c.chunk_size if c.variant == "parallel" else min(c.chunk_size, _MIN_ROUND_CHUNK)
+        chunk = min(c.chunk_size, _MIN_ROUND_CHUNK) if c.variant == "opportunistic" else c.chunk_size
         while True:
             search.reason = self.stop_reasons(search, labels[search.ids])
             running = search.reason < 0
@@ -171,7 +205,7 @@ class PatternSearchHead(HeadOptimizer):
                 if not bool(running.any()):
                     break
                 search, running = search.rows(running.nonzero().squeeze(1)), None
-            moved = self._round(problem, search, running, chunk)
+            moved = self._round(problem, norms, search, running, chunk)
             if c.variant == "opportunistic":  # adapt the round size; results never depend on it
                 smallest = min(c.chunk_size, _MIN_ROUND_CHUNK)
                 chunk = max(chunk // 2, smallest) if moved > 0.5 else min(chunk * 2, c.chunk_size)
@@ -182,13 +216,13 @@ class PatternSearchHead(HeadOptimizer):
         return HeadFit(params[:, :dim].contiguous(), params[:, dim].contiguous(),
                        stats={name: value.float() for name, value in stats.items()})
 
-    def _round(self, problem: SearchProblem, s: _Search, running: torch.Tensor | None,
+    def _round(self, problem: SearchProblem, norms: NormTerms, s: _Search, running: torch.Tensor | None,
                chunk: int) -> float:
         """Evaluate the next `chunk` positions of every running row's poll; apply the picks.
 
         Args:
-            problem: the fixed inputs; s: the rows, updated in place; running: [A] rows still
-                searching (None: all); chunk: poll positions per row.
+            problem: the fixed inputs; norms: the fixed norm terms; s: the rows, updated in
+                place; running: [A] rows still searching (None: all); chunk: poll positions per row.
 
         Returns the fraction of rows that accepted a move.
         """
@@ -216,10 +250,17 @@ class PatternSearchHead(HeadOptimizer):
         others = s.others.view(-1, shots).index_select(0, column_index).view(rows, chunk, shots)
         new = old + step.unsqueeze(2) * x
         margin = s.margin.unsqueeze(1) - step * problem.class_sums[feature_index * n_way + column]
-        trial_loss = move_loss(new, others, s.shift.unsqueeze(1), margin)                 # [A, C]
+        if norms.kind == "raw":
+            trial_loss = move_loss(new, others, s.shift.unsqueeze(1), margin)             # [A, C]
+        else:
+            trial_loss = normalized_trials(norms, s.ids, s.params, s.logits, s.norm_sq, s.span, problem.labels[s.ids],
+                                           param, column, step, x, new, feature_index)
         # A move along a feature that is 0 on every shot leaves the logits as they are: never
-        # an improvement (the O(S) loss could round either way on such a tie).
-        better = valid & (trial_loss < s.loss.unsqueeze(1)) & ~problem.dead[feature_index]
+        # an improvement (the O(S) loss could round either way on such a tie). Under the full
+        # norm it still changes the norm, so there it is a real move.
+        better = valid & (trial_loss < s.loss.unsqueeze(1))
+        if norms.kind != "full_norm":
+            better &= ~problem.dead[feature_index]
         moved = better.any(dim=1)
         evaluated = valid.sum(dim=1)
         if c.variant == "opportunistic":
@@ -236,14 +277,24 @@ class PatternSearchHead(HeadOptimizer):
             s.logits[won, column[won, j]] = new[won, j]
             terms = state_terms(s.logits[won], problem.labels[s.ids[won]])
             s.others[won], s.shift[won], s.margin[won], s.loss[won] = terms
+            if norms.kind != "raw":
+                norm_sq, span = norm_terms(norms, s.ids[won], s.params[won], s.logits[won])
+                s.norm_sq[won], s.span[won] = norm_sq, span
+                s.loss[won] = decision_loss(s.logits[won], problem.labels[s.ids[won]], norm_sq)
             s.accepted[won] += 1
             self.on_accept(s.ids[won], param[won, j], step[won, j])
-        # Not accepted: go on through the poll; a poll evaluated to its end halves the radius.
-        s.polled += torch.where(moved, 0, evaluated)
-        s.position += torch.where(moved, 0, chunk)
-        finished = s.polled >= size
-        s.radius[finished] /= 2
-        restart = moved | finished
+        if c.variant == "block":  # go on through the same order; its end halves the radius
+            s.polled += evaluated
+            s.position += chunk
+            finished = s.polled >= size
+            s.radius[finished] /= 2
+            restart = finished
+        else:  # not accepted: go on through the poll; a poll evaluated to its end halves the radius
+            s.polled += torch.where(moved, 0, evaluated)
+            s.position += torch.where(moved, 0, chunk)
+            finished = s.polled >= size
+            s.radius[finished] /= 2
+            restart = moved | finished
         s.position[restart] = 0
         s.polled[restart] = 0
         s.polls += restart.long()

@@ -1,10 +1,17 @@
 """The `sgd` head: cross-entropy on the support set, fixed number of SGD (or Adam) steps.
 
-From a zero start, SGD with momentum and weight decay keeps the weight in the span of the
-support features, W = X^T A, so the logits are K A + b with the S x S Gram matrix K = X X^T.
-The dual form updates A [S, N] instead of W [D, N]: the same iterates, about D / S times
-fewer flops. Adam (per-coordinate scaling) and a random start leave the span, so they run in
-the primal form.
+SGD with momentum and weight decay moves the weight only inside the span of the support
+features: its gradient is X^T R. So W_t = X^T A_t + c_t W0_perp, where W0 = X^T A_0 + W0_perp
+splits the start into its in-span part (A_0 = G^+ X W0, G = X X^T) and the rest, and c_t is a
+scalar: 1 forever without weight decay; with weight decay the out-of-span part decays like
+the scalar recurrence v = momentum * v + wd * c; c -= lr * v. Since X W0_perp = 0, the logits
+are G A + b. The dual form updates A [S, N] instead of W [D, N]: the same iterates, about D / S
+times fewer flops, exact for every start (for a zero start c_t W0_perp is 0). Adam scales per
+coordinate and leaves the span, so it runs in the primal form.
+
+Stops (see `fewshot.heads.protocol`): with a `band`, an episode stops at the first checked step
+(every `check_every` steps) with 100% support accuracy and decision loss <= the band's upper
+edge, as the seed's SGD does; without one it runs all `steps`.
 
 Example:
     >>> head = get_head("sgd", lr=0.5, steps=100)
@@ -12,14 +19,16 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import linear_logits, linear_loss, one_hot, softmax, validate_inputs
+from fewshot.heads.common import linear_accuracy, linear_logits, linear_loss, one_hot, softmax, validate_inputs
+from fewshot.heads.losses import normalized_loss, span_gram_pinv, span_norm_sq
+from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
+from fewshot.heads.starts import draw_start
 
 
 @register_head("sgd")
@@ -31,14 +40,13 @@ class SGDHead(HeadOptimizer):
     """
 
     @dataclass
-    class Config:
-        """Args:
+    class Config(FitProtocol):
+        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure):
             steps: optimizer steps per episode.
             lr: learning rate (tuned for L2-normalized features).
             momentum: heavy-ball momentum of `sgd` (ignored by `adam`).
             weight_decay: L2 penalty coefficient on the weight.
             batch_size: support examples per step, drawn without replacement; 0 = all.
-            init: `zero` (dual form possible) or `random` (uniform +-1/sqrt(D), like nn.Linear).
             optimizer: `sgd` or `adam` (betas 0.9, 0.999).
             bias: learn a bias per class.
             form: `auto` picks the Gram (dual) form whenever it is exact; `primal` forces the
@@ -50,7 +58,6 @@ class SGDHead(HeadOptimizer):
         momentum: float = 0.9
         weight_decay: float = 5e-4
         batch_size: int = 0
-        init: Literal["zero", "random"] = "zero"
         optimizer: Literal["sgd", "adam"] = "sgd"
         bias: bool = True
         form: Literal["auto", "primal"] = "auto"
@@ -59,25 +66,53 @@ class SGDHead(HeadOptimizer):
         c = self.config
         return [(c.steps >= 0, "steps", ">= 0"), (c.lr > 0, "lr", "> 0"),
                 (0 <= c.momentum < 1, "momentum", "in [0, 1)"),
-                (c.weight_decay >= 0, "weight_decay", ">= 0"), (c.batch_size >= 0, "batch_size", ">= 0")]
+                (c.weight_decay >= 0, "weight_decay", ">= 0"), (c.batch_size >= 0, "batch_size", ">= 0")] + protocol_rules(c)
 
     @property
     def uses_dual_form(self) -> bool:
-        """Whether `fit` runs on the Gram matrix (exact only for SGD from a zero start)."""
+        """Whether `fit` runs on the Gram matrix (exact for plain / momentum SGD from any start)."""
         c = self.config
-        return c.form == "auto" and c.optimizer == "sgd" and c.init == "zero"
+        return c.form == "auto" and c.optimizer == "sgd"
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
         validate_inputs(support, labels, n_way)
-        support = support.float()
-        if self.uses_dual_form:
-            weight, bias = self._fit_dual(support, labels, n_way, generator)
-        else:
-            weight, bias = self._fit_primal(support, labels, n_way, generator)
+        return fit_with_protocol(lambda x, y, g: self._fit_once(x, y, n_way, g), support.float(), labels,
+                                 generator, self.config)
+
+    def _fit_once(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
+                  generator: torch.Generator) -> HeadFit:
+        c = self.config
+        episodes, _, dim = support.shape
+        start = draw_start(c.init, c.init_scale, (episodes, dim + 1, n_way), generator, support.device)
+        weight0, bias0 = start[:, :dim], start[:, dim] if c.bias else start.new_zeros(episodes, n_way)
+        fit = self._fit_dual if self.uses_dual_form else self._fit_primal
+        weight, bias, steps = fit(support, labels, n_way, generator, weight0, bias0)
         loss = linear_loss(linear_logits(support, weight, bias), labels)
-        steps = torch.full_like(loss, float(self.config.steps))
-        return HeadFit(weight, bias, stats={"support_loss": loss, "steps": steps})
+        return HeadFit(weight, bias, stats={"support_loss": loss, "steps": steps.float()})
+
+    def _stopped(self, support: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
+                 norm_sq: torch.Tensor | None, pinv: torch.Tensor | None) -> torch.Tensor:
+        """[E] episodes at a band stop (100% accuracy and decision loss <= high).
+
+        Args:
+            logits: [E, S, N] at the current point; norm_sq: [E] for the full norm; pinv:
+                span G^+ [E, S, S] in the logits' dtype for the span norm.
+        """
+        c = self.config
+        accurate = linear_accuracy(logits, labels) == 1.0
+        if not bool(accurate.any()):  # the loss decides nothing before 100% accuracy
+            return accurate
+        if c.loss == "raw":
+            norm = torch.ones_like(logits[:, 0, 0])
+        elif c.loss == "full_norm":
+            norm = norm_sq.sqrt()
+        else:
+            norm = span_norm_sq(logits, pinv).sqrt()
+        return reached_stop(accurate, normalized_loss(logits, labels, norm), c)
+
+    def _check(self, step: int) -> bool:
+        return self.config.band is not None and step % self.config.check_every == 0
 
     def _batch_rows(self, episodes: int, shots: int, generator: torch.Generator,
                     device: torch.device) -> torch.Tensor | None:
@@ -88,20 +123,39 @@ class SGDHead(HeadOptimizer):
         keys = torch.rand(episodes, shots, generator=generator, device=generator.device)
         return keys.argsort(dim=1)[:, :size].to(device)
 
-    def _fit_dual(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """SGD on the coefficients A of W = X^T A; returns (X^T A, b)."""
+    def _fit_dual(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, generator: torch.Generator,
+                  weight0: torch.Tensor, bias0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """SGD on the coefficients A of W = X^T A + c W0_perp; returns (W, b, steps [E])."""
         c = self.config
         episodes, shots, _ = support.shape
         gram = torch.bmm(support, support.transpose(1, 2))                  # [E, S, S]
         targets = one_hot(labels, n_way, support.dtype)                     # [E, S, N]
-        coef = support.new_zeros(episodes, shots, n_way)
-        bias = support.new_zeros(episodes, n_way)
+        # The start's in-span coefficients A_0 = G^+ X W0 and its out-of-span part.
+        wide = support.double()
+        coef = (torch.linalg.pinv(gram.double(), hermitian=True) @ (wide @ weight0.double()))
+        outside = (weight0.double() - wide.transpose(1, 2) @ coef).to(support.dtype)
+        outside_sq = outside.flatten(1).square().sum(1)
+        coef, bias = coef.to(support.dtype), bias0.clone()
+        scale, scale_velocity = torch.ones_like(outside_sq), torch.zeros_like(outside_sq)
         coef_velocity, bias_velocity = torch.zeros_like(coef), torch.zeros_like(bias)
-        for _ in range(c.steps):
+        pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" and c.band is not None else None
+        steps = torch.zeros(episodes, dtype=torch.long, device=support.device)
+        running = torch.ones(episodes, dtype=torch.bool, device=support.device)
+        for step in range(c.steps):
+            logits = linear_logits(gram, coef, bias)  # [E, S, N] at the current point
+            if self._check(step):
+                norm_sq = None
+                if c.loss == "full_norm":  # ||X^T A||^2 + c^2 ||W0_perp||^2 + ||b||^2
+                    norm_sq = (coef * (gram @ coef)).sum((1, 2)) + scale.square() * outside_sq \
+                        + bias.square().sum(1)
+                running &= ~self._stopped(support, labels, logits, norm_sq, pinv)
+                if not bool(running.any()):
+                    break
+            # Stopped episodes keep their point: their updates are scaled by 0.
+            rate = -c.lr if bool(running.all()) else -c.lr * running.to(coef.dtype)
             rows = self._batch_rows(episodes, shots, generator, support.device)
             if rows is None:
-                residual = softmax(linear_logits(gram, coef, bias)).sub_(targets).div_(shots)
+                residual = softmax(logits).sub_(targets).div_(shots)
             else:
                 # The loss only sees the batch rows, so dA is non-zero on those rows only.
                 batch_gram = gram.gather(1, rows.unsqueeze(-1).expand(-1, -1, shots))
@@ -113,24 +167,32 @@ class SGDHead(HeadOptimizer):
             # grad_W = X^T residual + wd * X^T A = X^T (residual + wd * A); torch.optim.SGD's
             # momentum: v = momentum * v + grad; A -= lr * v.
             coef_velocity.mul_(c.momentum).add_(residual).add_(coef, alpha=c.weight_decay)
-            coef.add_(coef_velocity, alpha=-c.lr)
             if c.bias:
                 bias_velocity.mul_(c.momentum).add_(residual.sum(dim=1))
-                bias.add_(bias_velocity, alpha=-c.lr)
-        return torch.bmm(support.transpose(1, 2), coef), bias
+            # The out-of-span part sees only the weight decay: W_perp -> c W0_perp.
+            scale_velocity.mul_(c.momentum).add_(scale, alpha=c.weight_decay)
+            if isinstance(rate, float):
+                coef.add_(coef_velocity, alpha=rate)
+                bias.add_(bias_velocity, alpha=rate)
+                scale.add_(scale_velocity, alpha=rate)
+            else:
+                coef.add_(coef_velocity * rate.view(-1, 1, 1))
+                bias.add_(bias_velocity * rate.view(-1, 1))
+                scale.add_(scale_velocity * rate)
+            steps += running.long()
+        weight = torch.bmm(support.transpose(1, 2), coef) + scale.view(-1, 1, 1) * outside
+        return weight, bias, steps
 
-    def _fit_primal(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fit_primal(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, generator: torch.Generator,
+                    weight0: torch.Tensor, bias0: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """torch.optim on batched parameters: both optimizers act per coordinate, so summing
         the episodes' losses gives every episode its own independent trajectory."""
         c = self.config
         episodes, shots, dim = support.shape
-        weight = support.new_zeros(episodes, dim, n_way)
-        if c.init == "random":
-            bound = 1.0 / math.sqrt(dim)
-            noise = torch.rand(episodes, dim, n_way, generator=generator, device=generator.device)
-            weight = ((2 * noise - 1) * bound).to(support)
-        bias = support.new_zeros(episodes, n_way)
+        weight, bias = weight0.clone(), bias0.clone()
+        pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" and c.band is not None else None
+        steps = torch.zeros(episodes, dtype=torch.long, device=support.device)
+        running = torch.ones(episodes, dtype=torch.bool, device=support.device)
         weight.requires_grad_(True)
         bias.requires_grad_(c.bias)
         groups = [{"params": [weight], "weight_decay": c.weight_decay}]
@@ -140,7 +202,15 @@ class SGDHead(HeadOptimizer):
             optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=c.lr)
         else:
             optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
-        for _ in range(c.steps):
+        for step in range(c.steps):
+            if self._check(step):
+                with torch.no_grad():
+                    logits = linear_logits(support, weight, bias)
+                    norm_sq = weight.flatten(1).square().sum(1) + bias.square().sum(1)
+                    running &= ~self._stopped(support, labels, logits, norm_sq, pinv)
+                if not bool(running.any()):
+                    break
+            kept = (weight.detach().clone(), bias.detach().clone())
             rows = self._batch_rows(episodes, shots, generator, support.device)
             features, batch_labels = support, labels
             if rows is not None:
@@ -149,4 +219,9 @@ class SGDHead(HeadOptimizer):
             optimizer.zero_grad(set_to_none=True)
             linear_loss(linear_logits(features, weight, bias), batch_labels).sum().backward()
             optimizer.step()
-        return weight.detach(), bias.detach()
+            if not bool(running.all()):  # stopped episodes keep their point
+                with torch.no_grad():
+                    weight.copy_(torch.where(running.view(-1, 1, 1), weight, kept[0]))
+                    bias.copy_(torch.where(running.view(-1, 1), bias, kept[1]))
+            steps += running.long()
+        return weight.detach(), bias.detach(), steps
