@@ -3,7 +3,8 @@
 Rows are grouped by (dataset, n_way, k_shot) and ranked by mean accuracy within a group. Rows
 of one group must come from the same episodes (same dataset and episode fingerprints): other
 episodes make accuracies incomparable, so they are refused unless explicitly allowed, and then
-marked.
+marked. Oracle heads (they saw the queries at fit time, e.g. `poisoned`) are listed as reference
+rows, marked, after the ranked rows of their group, and take no rank.
 
 Example:
     >>> rows = merge([read_results(p) for p in paths], sources=[str(p) for p in paths])
@@ -25,6 +26,7 @@ from fewshot.stats import CI_FORMULA, CI_METHOD
 LEADERBOARD_SCHEMA = "fewshot.leaderboard/1"
 MISMATCH_FLAG = "--allow-mismatched-episodes"
 MISMATCH_MARK = "†"
+ORACLE_MARK = "(oracle)"
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,13 @@ class LeaderboardRow:
     Args:
         mismatched: evaluated on other episodes than most rows of its group (only with
             `allow_mismatch`).
+        oracle: the head saw the queries at fit time; a reference row with no rank.
     """
 
     dataset: str
     n_way: int
     k_shot: int
-    rank: int
+    rank: int | None
     head: str
     run: str
     accuracy: float
@@ -50,6 +53,7 @@ class LeaderboardRow:
     dataset_fingerprint: str
     source: str
     mismatched: bool = False
+    oracle: bool = False
 
     @property
     def group(self) -> tuple[str, int, int]:
@@ -90,7 +94,8 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
             marked `mismatched`, instead of raising `UserError`.
 
     Returns:
-        Rows sorted by group (dataset, ways, shots), then rank (1 = best; equal means share a rank).
+        Rows sorted by group (dataset, ways, shots), then rank (1 = best; equal means share a rank),
+        oracle rows last with rank None.
     """
     sources = list(sources) if sources is not None else [f"results #{i + 1}" for i in range(len(docs))]
     groups: dict[tuple[str, int, int], list[tuple[str, dict]]] = {}
@@ -100,19 +105,21 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
     for group in sorted(groups):
         reference = _check_group(group, groups[group], allow_mismatch)
         entries = sorted(((source, doc, head) for source, doc in groups[group] for head in doc["heads"]),
-                         key=lambda entry: -entry[2]["accuracy"]["mean"])
+                         key=lambda entry: (bool(entry[2].get("oracle")), -entry[2]["accuracy"]["mean"]))
         previous: tuple[float, int] | None = None
         for position, (source, doc, head) in enumerate(entries, start=1):
             accuracy = head["accuracy"]["mean"]
+            oracle = bool(head.get("oracle"))
             rank = previous[1] if previous and previous[0] == accuracy else position
             previous = (accuracy, rank)
+            rank = None if oracle else rank
             rows.append(LeaderboardRow(
                 dataset=group[0], n_way=group[1], k_shot=group[2], rank=rank, head=head["name"],
                 run=str(doc["config"].get("name", "")),
                 accuracy=accuracy, ci95=head["accuracy"]["ci95"], n=head["accuracy"]["n"],
                 fit_seconds=head["fit_seconds"], episodes_fingerprint=doc["episodes"]["fingerprint"],
                 dataset_fingerprint=doc["dataset"]["fingerprint"], source=source,
-                mismatched=_fingerprints(doc) != reference))
+                mismatched=_fingerprints(doc) != reference, oracle=oracle))
     return rows
 
 
@@ -133,12 +140,15 @@ def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
         lines = [f"### {dataset}: {n_way}-way {k_shot}-shot", "",
                  "| Rank | Head | Run | Accuracy (%) | Episodes | Fit (s) |",
                  "|---:|---|---|---:|---:|---:|"]
-        lines += [f"| {row.rank} | {_cell(row.head)}{' ' + MISMATCH_MARK if row.mismatched else ''} | "
+        lines += [f"| {'—' if row.rank is None else row.rank} | {_cell(row.head)}"
+                  f"{' ' + ORACLE_MARK if row.oracle else ''}{' ' + MISMATCH_MARK if row.mismatched else ''} | "
                   f"{_cell(row.run)} | {format_accuracy(row.accuracy, row.ci95)} | {row.n} | {row.fit_seconds:.2f} |"
                   for row in members]
         if any(row.mismatched for row in members):
             lines += ["", f"{MISMATCH_MARK} evaluated on other episodes than the rest of this table: "
                           "not directly comparable."]
+        if any(row.oracle for row in members):
+            lines += ["", f"{ORACLE_MARK} saw the query set at fit time: a reference point, not ranked."]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -146,10 +156,10 @@ def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
 def to_csv(rows: Sequence[LeaderboardRow]) -> str:
     """CSV, one line per row, accuracy and CI95 in percent."""
     header = ["dataset", "n_way", "k_shot", "rank", "head", "run", "accuracy_pct", "ci95_pct", "n",
-              "fit_seconds", "episodes_fingerprint", "dataset_fingerprint", "mismatched", "source"]
+              "fit_seconds", "episodes_fingerprint", "dataset_fingerprint", "mismatched", "source", "oracle"]
     return csv_text(header, [(row.dataset, row.n_way, row.k_shot, row.rank, row.head, row.run,
                               percent(row.accuracy), percent(row.ci95), row.n, row.fit_seconds,
-                              row.episodes_fingerprint, row.dataset_fingerprint, row.mismatched, row.source)
+                              row.episodes_fingerprint, row.dataset_fingerprint, row.mismatched, row.source, row.oracle)
                              for row in rows])
 
 

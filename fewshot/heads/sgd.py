@@ -61,6 +61,14 @@ class SGDHead(HeadOptimizer):
                 (0 <= c.momentum < 1, "momentum", "in [0, 1)"),
                 (c.weight_decay >= 0, "weight_decay", ">= 0"), (c.batch_size >= 0, "batch_size", ">= 0")]
 
+    def learning_rate(self, step: int) -> float:
+        """Learning rate of step `step` (0-based): constant here; subclasses schedule it."""
+        return self.config.lr
+
+    def averaged_steps(self) -> list[int]:
+        """1-based steps whose iterates are averaged into the returned head; [] = the last iterate."""
+        return []
+
     @property
     def uses_dual_form(self) -> bool:
         """Whether `fit` runs on the Gram matrix (exact only for SGD from a zero start)."""
@@ -98,7 +106,8 @@ class SGDHead(HeadOptimizer):
         coef = support.new_zeros(episodes, shots, n_way)
         bias = support.new_zeros(episodes, n_way)
         coef_velocity, bias_velocity = torch.zeros_like(coef), torch.zeros_like(bias)
-        for _ in range(c.steps):
+        average = _IterateAverage(self.averaged_steps())
+        for step in range(c.steps):
             rows = self._batch_rows(episodes, shots, generator, support.device)
             if rows is None:
                 residual = softmax(linear_logits(gram, coef, bias)).sub_(targets).div_(shots)
@@ -113,10 +122,13 @@ class SGDHead(HeadOptimizer):
             # grad_W = X^T residual + wd * X^T A = X^T (residual + wd * A); torch.optim.SGD's
             # momentum: v = momentum * v + grad; A -= lr * v.
             coef_velocity.mul_(c.momentum).add_(residual).add_(coef, alpha=c.weight_decay)
-            coef.add_(coef_velocity, alpha=-c.lr)
+            coef.add_(coef_velocity, alpha=-self.learning_rate(step))
             if c.bias:
                 bias_velocity.mul_(c.momentum).add_(residual.sum(dim=1))
-                bias.add_(bias_velocity, alpha=-c.lr)
+                bias.add_(bias_velocity, alpha=-self.learning_rate(step))
+            average.add(step + 1, coef, bias)
+        # W is linear in A, so averaging A averages the weights.
+        coef, bias = average.result(coef, bias)
         return torch.bmm(support.transpose(1, 2), coef), bias
 
     def _fit_primal(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
@@ -140,7 +152,10 @@ class SGDHead(HeadOptimizer):
             optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=c.lr)
         else:
             optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
-        for _ in range(c.steps):
+        average = _IterateAverage(self.averaged_steps())
+        for step in range(c.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate(step)
             rows = self._batch_rows(episodes, shots, generator, support.device)
             features, batch_labels = support, labels
             if rows is not None:
@@ -149,4 +164,24 @@ class SGDHead(HeadOptimizer):
             optimizer.zero_grad(set_to_none=True)
             linear_loss(linear_logits(features, weight, bias), batch_labels).sum().backward()
             optimizer.step()
-        return weight.detach(), bias.detach()
+            average.add(step + 1, weight.detach(), bias.detach())
+        return average.result(weight.detach(), bias.detach())
+
+
+class _IterateAverage:
+    """Running mean of the (weight, bias) iterates of chosen 1-based steps (none: keep the last)."""
+
+    def __init__(self, steps: list[int]):
+        self.steps, self.count = set(steps), 0
+        self.sums: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def add(self, step: int, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        if step in self.steps:
+            self.count += 1
+            self.sums = (weight.clone(), bias.clone()) if self.sums is None else \
+                (self.sums[0].add_(weight), self.sums[1].add_(bias))
+
+    def result(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sums is None:
+            return weight, bias
+        return self.sums[0] / self.count, self.sums[1] / self.count
