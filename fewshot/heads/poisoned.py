@@ -2,8 +2,10 @@
 
 Seeds 000/001 ("bad minima exist"): the poisoned runs train on the train set plus the test set
 with flipped labels. Here: SGD (the `sgd` head's machinery) on the support set plus the query
-features labelled (y + shift) mod N, one mean cross-entropy over all of them. The weight stays in
-the span of support and query features, so the Gram form is exact. It is a reference point for
+features labelled (y + shift) mod N: mean support cross-entropy + `query_weight` * mean poisoned
+query cross-entropy (the seed pools them in one mean; with 15 queries per class against 1-5 shots
+that drowns the support set, so each set gets its own mean here). The weight stays in the span
+of support and query features, so the Gram form is exact. It is a reference point for
 "a head that fits the support set can generalize badly", never a method: it reads the queries.
 
 Example:
@@ -35,14 +37,18 @@ class PoisonedHead(SGDHead):
 
         Args:
             shift: queries are labelled (y + shift) mod n_way; must not be a multiple of n_way.
+            query_weight: weight of the poisoned queries' mean loss against the support's.
         """
 
         steps: int = 300
+        lr: float = 4.0
         weight_decay: float = 0.0
         shift: int = 1
+        query_weight: float = 1.0
 
     def setting_rules(self) -> list[tuple[bool, str, str]]:
-        return super().setting_rules() + [(self.config.shift >= 1, "shift", ">= 1")]
+        return super().setting_rules() + [(self.config.shift >= 1, "shift", ">= 1"),
+                                          (self.config.query_weight > 0, "query_weight", "> 0")]
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator, queries: Queries | None = None) -> HeadFit:
@@ -53,11 +59,16 @@ class PoisonedHead(SGDHead):
                        "'wrong' query labels would be the true ones.",
                        f"Set heads.poisoned.shift to a value in 1..{n_way - 1}.")
         wrong = (queries.labels + self.config.shift) % n_way
-        poisoned = super().fit(torch.cat([support.float(), queries.features.float()], dim=1),
-                               torch.cat([labels, wrong], dim=1), n_way, generator=generator)
-        support_logits = linear_logits(support.float(), poisoned.weight, poisoned.bias)
-        query_logits = linear_logits(queries.features.float(), poisoned.weight, poisoned.bias)
-        return HeadFit(poisoned.weight, poisoned.bias, stats={
+        features = torch.cat([support.float(), queries.features.float()], dim=1)
+        shots, count = support.shape[1], queries.features.shape[1]
+        row_weights = torch.cat([features.new_full((shots,), 1 / shots),
+                                 features.new_full((count,), self.config.query_weight / count)])
+        row_weights = row_weights / row_weights.sum()      # a weighted mean, so `lr` keeps its scale
+        fit_rows = self._fit_dual if self.uses_dual_form else self._fit_primal
+        weight, bias = fit_rows(features, torch.cat([labels, wrong], dim=1), n_way, generator, row_weights)
+        support_logits = linear_logits(support.float(), weight, bias)
+        query_logits = linear_logits(queries.features.float(), weight, bias)
+        return HeadFit(weight, bias, stats={
             "support_loss": linear_loss(support_logits, labels),
-            "steps": poisoned.stats["steps"],
+            "steps": torch.full((support.shape[0],), float(self.config.steps)),
             "poison_fit": linear_accuracy(query_logits, wrong)})   # queries on their wrong label

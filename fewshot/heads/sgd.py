@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import linear_logits, linear_loss, one_hot, softmax, validate_inputs
+from fewshot.heads.common import (linear_logits, linear_loss, log_sum_exp, one_hot, softmax,
+                                  validate_inputs)
 
 
 @register_head("sgd")
@@ -97,8 +98,11 @@ class SGDHead(HeadOptimizer):
         return keys.argsort(dim=1)[:, :size].to(device)
 
     def _fit_dual(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """SGD on the coefficients A of W = X^T A; returns (X^T A, b)."""
+                  generator: torch.Generator, row_weights: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SGD on the coefficients A of W = X^T A; returns (X^T A, b).
+
+        `row_weights` [S] (summing to 1) weights the rows' losses; None is the plain mean."""
         c = self.config
         episodes, shots, _ = support.shape
         gram = torch.bmm(support, support.transpose(1, 2))                  # [E, S, S]
@@ -110,13 +114,16 @@ class SGDHead(HeadOptimizer):
         for step in range(c.steps):
             rows = self._batch_rows(episodes, shots, generator, support.device)
             if rows is None:
-                residual = softmax(linear_logits(gram, coef, bias)).sub_(targets).div_(shots)
+                residual = softmax(linear_logits(gram, coef, bias)).sub_(targets)
+                residual = residual.div_(shots) if row_weights is None else residual.mul_(row_weights[:, None])
             else:
                 # The loss only sees the batch rows, so dA is non-zero on those rows only.
                 batch_gram = gram.gather(1, rows.unsqueeze(-1).expand(-1, -1, shots))
                 batch_targets = targets.gather(1, rows.unsqueeze(-1).expand(-1, -1, n_way))
                 batch_residual = softmax(linear_logits(batch_gram, coef, bias))
                 batch_residual = batch_residual.sub_(batch_targets).div_(rows.shape[1])
+                if row_weights is not None:      # unbiased: E[sum_batch w_i S / B g_i] = sum_i w_i g_i
+                    batch_residual.mul_(row_weights[rows].unsqueeze(-1) * shots)
                 residual = torch.zeros_like(coef).scatter_(
                     1, rows.unsqueeze(-1).expand(-1, -1, n_way), batch_residual)
             # grad_W = X^T residual + wd * X^T A = X^T (residual + wd * A); torch.optim.SGD's
@@ -132,7 +139,8 @@ class SGDHead(HeadOptimizer):
         return torch.bmm(support.transpose(1, 2), coef), bias
 
     def _fit_primal(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator, row_weights: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """torch.optim on batched parameters: both optimizers act per coordinate, so summing
         the episodes' losses gives every episode its own independent trajectory."""
         c = self.config
@@ -158,11 +166,18 @@ class SGDHead(HeadOptimizer):
                 group["lr"] = self.learning_rate(step)
             rows = self._batch_rows(episodes, shots, generator, support.device)
             features, batch_labels = support, labels
+            weights = None if row_weights is None else row_weights.expand(episodes, -1) * shots
             if rows is not None:
                 features = support.gather(1, rows.unsqueeze(-1).expand(-1, -1, dim))
                 batch_labels = labels.gather(1, rows)
+                weights = None if weights is None else weights.gather(1, rows)
             optimizer.zero_grad(set_to_none=True)
-            linear_loss(linear_logits(features, weight, bias), batch_labels).sum().backward()
+            logits = linear_logits(features, weight, bias)
+            if weights is None:
+                linear_loss(logits, batch_labels).sum().backward()
+            else:   # weighted mean: rows' cross-entropies times w_i * S, averaged
+                row_loss = log_sum_exp(logits).squeeze(-1) - logits.gather(-1, batch_labels.unsqueeze(-1)).squeeze(-1)
+                (row_loss * weights).mean(dim=1).sum().backward()
             optimizer.step()
             average.add(step + 1, weight.detach(), bias.detach())
         return average.result(weight.detach(), bias.detach())

@@ -45,11 +45,12 @@ class SWAHead(SGDHead):
 
     def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
+        last_cycle_end = c.steps // c.cycle * c.cycle if c.cycle >= 1 else 0
         return super().setting_rules() + [
             (c.lr_min > 0, "lr_min", "> 0"), (c.cycle >= 1, "cycle", ">= 1"),
             (1 <= c.average_start <= c.steps, "average_start", f"in [1, steps={c.steps}]"),
-            (c.schedule == "constant" or c.average_start <= c.steps // c.cycle * c.cycle, "average_start",
-             f"at most the last cycle end ({c.steps // c.cycle * c.cycle}) with the cyclic schedule")]
+            (c.schedule == "constant" or c.average_start <= last_cycle_end, "average_start",
+             f"at most the last cycle end ({last_cycle_end}) with the cyclic schedule")]
 
     def learning_rate(self, step: int) -> float:
         c = self.config
