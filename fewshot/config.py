@@ -22,7 +22,7 @@ from episodes.errors import fail
 # The demo's heads; pattern search runs both with the seed's stop rule and on to a support loss of 0.1.
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
-    "logistic_regression": {}, "prototype": {}}
+    "logistic_regression": {}, "prototype": {}, "swa": {}, "max_margin": {}, "poisoned": {}}
 
 
 @dataclass

@@ -5,7 +5,8 @@ head, max over W of min_i (w_{y_i} - w_m) . x~_i / ||W||_F with x~ = (x, 1): the
 on a constant feature, so it counts in the norm, as it does for SGD's implicit bias. Solved in
 Gram form by `fewshot.heads.crammer_singer` on all episodes at once, in float64.
 
-Separability: a support set whose Gram matrix (with the ones column) has full rank S is
+Separability: a support set whose Gram matrix (with the ones column) has full rank S
+(`fewshot.span.SupportSpan.full_rank`) is
 separable under any labelling, so those episodes get the hard margin (C = inf). The others
 (duplicated points, S > D + 1) get the soft margin with the stated `C`; the stat `hard_margin`
 is 1 where the returned head has no slack (it is then the hard-margin SVM too) and 0 where the
@@ -25,9 +26,7 @@ import torch
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_logits, linear_loss, one_hot, validate_inputs, with_bias_column
 from fewshot.heads.crammer_singer import primal_dual, solve_dual
-
-# Gram eigenvalues below this fraction of the largest count as zero (rank-deficient support).
-RANK_TOLERANCE = 1e-9
+from fewshot.span import SupportSpan
 
 
 @register_head("max_margin")
@@ -55,15 +54,13 @@ class MaxMarginHead(HeadOptimizer):
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
         validate_inputs(support, labels, n_way)
-        augmented = with_bias_column(support.double())
-        gram = torch.bmm(augmented, augmented.transpose(1, 2))
-        eigenvalues = torch.linalg.eigvalsh(gram)
-        full_rank = eigenvalues[:, 0] > RANK_TOLERANCE * eigenvalues[:, -1]
+        span = SupportSpan.of(support)
+        gram, full_rank = span.gram, span.full_rank
         C = torch.where(full_rank, math.inf, self.config.C).to(gram)
         alpha, gap, iterations = solve_dual(gram, labels, n_way, C, tol=self.config.tol,
                                             max_iter=self.config.max_iter)
         _, _, low = primal_dual(gram, alpha, one_hot(labels, n_way, gram.dtype), C)
-        theta = torch.bmm(augmented.transpose(1, 2), alpha).float()          # [E, D + 1, N]
+        theta = torch.bmm(with_bias_column(support.double()).transpose(1, 2), alpha).float()          # [E, D + 1, N]
         weight, bias = theta[:, :-1].contiguous(), theta[:, -1].contiguous()
         loss = linear_loss(linear_logits(support.float(), weight, bias), labels)
         return HeadFit(weight, bias, stats={
