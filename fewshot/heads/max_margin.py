@@ -6,9 +6,9 @@ on a constant feature, so it counts in the norm, as it does for SGD's implicit b
 Gram form by `fewshot.heads.crammer_singer` on all episodes at once, in float64.
 
 Separability: a support set whose Gram matrix (with the ones column) has full rank S
-(`fewshot.span.SupportSpan.full_rank`) is
-separable under any labelling, so those episodes get the hard margin (C = inf). The others
-(duplicated points, S > D + 1) get the soft margin with the stated `C`; the stat `hard_margin`
+(`fewshot.span.SupportSpan.full_rank`) is separable under any labelling, so those episodes get
+the hard margin (C = inf). The others (duplicated points, S > D + 1) get the soft margin with the
+stated `C`; the stat `hard_margin`
 is 1 where the returned head has no slack (it is then the hard-margin SVM too) and 0 where the
 support set is not separable, or only with a margin too small for that C.
 
