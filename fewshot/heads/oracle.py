@@ -28,6 +28,10 @@ def require_queries(head: str, queries: Queries | None, support: torch.Tensor, n
         raise fail(f"The {head!r} head got queries of type {type(queries).__name__}.",
                    "Pass queries=Queries(features [E, Q, D], labels [E, Q]).")
     features, labels = queries.features, queries.labels
+    if isinstance(features, torch.Tensor) and features.dim() == 3 and features.shape[1] == 0:
+        raise fail(f"The {head!r} head is an oracle that fits on the queries, but the episodes have no "
+                   "queries (episodes.n_query = 0).",
+                   f"Set episodes.n_query to at least 1, or leave the {head!r} head out of `heads`.")
     if not isinstance(features, torch.Tensor) or features.dim() != 3 or features.shape[0] != support.shape[0] \
             or features.shape[2] != support.shape[2] or features.shape[1] == 0:
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__

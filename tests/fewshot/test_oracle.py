@@ -1,8 +1,11 @@
 """Oracle heads: only they receive the queries; results and leaderboards mark them, unranked."""
 import torch
 
+import pytest
+
 import fewshot.evaluate
 from episodes import EpisodeSampler
+from episodes.errors import UserError
 from fewshot.config import FeaturesConfig
 from fewshot.evaluate import episode_tensors, evaluate_heads
 from fewshot.heads import HeadFit, HeadOptimizer, Queries
@@ -71,3 +74,11 @@ def test_results_and_leaderboard_mark_oracle_heads_and_leave_them_unranked(monke
     assert [(row.head, row.rank, row.oracle) for row in rows] == [("plain", 1, False), ("oracle", None, True)]
     table = to_markdown(rows)
     assert "| — | oracle (oracle) |" in table and "saw the query set at fit time" in table
+
+
+def test_an_oracle_head_on_episodes_without_queries_is_a_clear_error():
+    features, labels = split_features()
+    episodes = EpisodeSampler(labels, n_way=3, k_shot=2, n_query=0, seed=1).sample(20)
+    with pytest.raises(UserError, match="no queries.*episodes.n_query") as error:
+        evaluate_heads(features, episodes, {"poisoned": {}}, FeaturesConfig(), seed=0)
+    assert "leave the 'poisoned' head out" in str(error.value)

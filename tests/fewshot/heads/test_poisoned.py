@@ -47,7 +47,7 @@ BAD_QUERIES = {
     "not a Queries": (lambda q, l: (q, l), "got queries of type tuple"),
     "other episode count": (lambda q, l: Queries(q[:1], l[:1]), r"query features \[E, Q, D\]"),
     "other dimension": (lambda q, l: Queries(q[..., :3], l), r"query features \[E, Q, D\]"),
-    "empty": (lambda q, l: Queries(q[:, :0], l[:, :0]), "Q >= 1"),
+    "empty": (lambda q, l: Queries(q[:, :0], l[:, :0]), "n_query = 0"),
     "nan": (lambda q, l: Queries(q.index_fill(1, torch.tensor([2]), float("nan")), l), "NaN or infinite"),
     "label out of range": (lambda q, l: Queries(q, l.masked_fill(l == 4, 5)), "outside"),
     "float labels": (lambda q, l: Queries(q, l.float()), "integers"),
