@@ -21,11 +21,17 @@ outside the support span, or a shift common to all classes.
   notion of seed 000 (a head deep inside a wide fitting region keeps fitting).
 - sharpness: mean rise of the normalized loss CE(Z / ||theta_span||) (scale-invariant: the same
   for theta and 10 theta) under perturbations of relative size rho in the span, both signs of each
-  direction (antithetic pairs cancel the first-order term). 0 for the zero head.
+  direction (antithetic pairs cancel the first-order term). 0 for the zero head. On L2-normalized
+  features the unit-norm logits are small and this loss nearly linear in them, so the rise mostly
+  measures the curvature of the normalization, not a basin: on the demo it calls the poisoned
+  head flattest, the opposite of its local volume (docs/readme/issue10.md). Read flatness from
+  the local volumes.
 - asymmetry: for the same directions, with rises r+ and r-, the mean of |r+ - r-| / (|r+| + |r-|)
   on the normalized loss (which, unlike raw cross-entropy on separable data, has a minimum over
   directions): 0 for a symmetric valley, 1 for a one-sided one (or a slope: a head away from the
-  normalized loss's minimum). A pair with r+ = r- = 0 counts as 0.
+  normalized loss's minimum). A pair with r+ = r- = 0 counts as 0. No head sits at that minimum
+  (near the class-mean direction on normalized features), so this reads as distance from it,
+  not as seed 002's asymmetric valley around a minimum.
 
 The max-margin reference of a support set is solved once and reused by every head evaluated on
 it (a small cache keyed by the support Gram matrix's content and the labels).
