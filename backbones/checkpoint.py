@@ -50,10 +50,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise fail(f"The checkpoint {str(path)!r} does not exist.",
                    "Pass the checkpoint-best.pt that `fewshot pretrain` wrote in its output directory.")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch.save: zip, or legacy pickle
+        raise fail(f"The checkpoint {str(path)!r} cannot be read: it is not a PyTorch file (neither the zip "
+                   f"nor the pickle format that torch.save writes; it starts with {magic!r}).",
+                   "Pass the checkpoint-best.pt that `fewshot pretrain` wrote in its output directory.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        if "Unsupported global" in str(error):  # a pickle naming classes or functions: loading could run code
             raise fail(f"The file {str(path)!r} holds Python objects other than tensors and plain "
                        "data, so it is not loaded (it could run code).",
                        "Use a checkpoint written by `fewshot pretrain`.") from None

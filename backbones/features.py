@@ -13,7 +13,7 @@ CPU_BATCH, CUDA_BATCH = 32, 512
 
 
 def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 0,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
+                     device: str | torch.device = "cpu", bf16: bool = True) -> torch.Tensor:
     """Backbone features of uint8 images, float32 [N, D] on the CPU.
 
     Runs in inference mode with the model in eval() (its previous mode is restored), with
@@ -25,6 +25,7 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
         images: uint8 [N, 3, H, W] on any device.
         batch_size: images per forward pass (0: 32 on CPU, 512 on CUDA).
         device: where the forward passes run; the model is moved there.
+        bf16: bf16 autocast when on CUDA (ignored on the CPU).
     """
     device = torch.device(device)
     batch_size = batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
@@ -33,7 +34,7 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
     on_cuda = device.type == "cuda"
     chunks = []
     try:
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and bf16):
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start:start + batch_size].to(device, non_blocking=on_cuda)
                 chunks.append(model(to_float(batch)).float().cpu())

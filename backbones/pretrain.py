@@ -7,6 +7,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ BEST = "checkpoint-best.pt"
 # Settings that do not change the trajectory of the weights, so a resumed run may change them.
 RESUMABLE_CHANGES = ("checkpoint_every", "val_episodes", "compile")
 Validate = Callable[[nn.Module], float]
+# An epoch's mean cross-entropy above this means training diverged: chance level is ln(classes),
+# under 7 for 1000 classes, and no converging run averages logits off by 100 over an epoch.
+DIVERGED_LOSS = 100.0
 
 
 @dataclass
@@ -127,6 +131,14 @@ class _Run:
     def end_epoch(self, sums: list[float], bar: TrainingProgress) -> None:
         """Validate, record the epoch, and write the best and last checkpoints."""
         state = self.state
+        finite_weights = all(bool(torch.isfinite(p).all()) for p in self.trainer.backbone.parameters())
+        loss = sums[0] / max(sums[2], 1.0)
+        if not (math.isfinite(loss) and loss < DIVERGED_LOSS and finite_weights):  # before any checkpoint
+            raise fail(f"Pretraining diverged in epoch {state.epoch + 1}: the mean training loss is {loss:.4g}"
+                       f"{'' if finite_weights else ' and the weights hold NaN or infinity'} "
+                       f"(pretrain.lr = {self.settings.lr}, batch size {self.settings.batch_size}). The learning "
+                       "rate is too high for this network and data.",
+                       "Lower pretrain.lr (the bundled configs use 0.05) and start again in a new --output-dir.")
         distributed.average_buffers(self.trainer.network, self.ranks)
         accuracy = None
         if self.validate is not None and self.ranks.is_main:

@@ -9,12 +9,15 @@ class DatasetConfig:
     """Args:
         name: registered dataset (`glyphs`, `cifar_fs`, `mini_imagenet`, `image_folder`).
         path: explicit location (needed by `image_folder`); others look under the data root.
-        image_size: square side the images are resized to.
+        image_size: square side the images are resized to (0: keep the native size).
+        allow_duplicates: run even when the same image (same pixels) is in two splits; refused
+            by default because it leaks test images into pretraining.
     """
 
     name: str = "glyphs"
     path: str | None = None
     image_size: int = 32
+    allow_duplicates: bool = False
 
 
 @dataclass

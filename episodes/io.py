@@ -11,6 +11,27 @@ from typing import Callable, Iterable
 import torch
 
 
+# Temp files of `atomic_write` end with this suffix, so a run can tell its own leftovers (a kill
+# between create and rename) from anybody else's files and sweep them.
+TEMP_SUFFIX = ".fewshot.tmp"
+
+
+def sweep_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the leftover temp files of interrupted atomic writes directly in `folder`.
+
+    Call it only while no other process writes into `folder` (a run holding the folder's lock).
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for candidate in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Write a file so that readers see either the old file or the complete new one.
 
@@ -20,7 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; results are meant to be shared

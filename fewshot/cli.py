@@ -35,34 +35,44 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="run directory (default: runs/<config>-<timestamp>)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=None, help="overrides episodes.seed")
+    parser.add_argument("--force", action="store_true",
+                        help="replace results files of another run in --output-dir instead of refusing")
 
 
 def resolve_device(args: argparse.Namespace) -> str:
     """`--device`, else cuda when available, else cpu."""
     import torch
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from fewshot.validate import check_device
+    return check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def resolve_output_dir(args: argparse.Namespace, config_name: str, ranks: "Ranks | None" = None) -> Path:
-    """`--output-dir`, else `runs/<config>-<timestamp>`; fails early if it cannot be written.
+    """`--output-dir`, else a new `runs/<config>-<timestamp>[-N]`; claimed for this run.
 
-    Under `torchrun` rank 0 names and creates the folder and every rank gets its path (the
-    default name holds a timestamp, which would differ between processes).
+    Fails early if the folder cannot be written, is in use by another run, or holds another
+    run's results (unless `--resume` or `--force`), see `fewshot.runlock`. Under `torchrun`
+    rank 0 names, creates and locks the folder and every rank gets its path (the default name
+    holds a timestamp, which would differ between processes).
     """
     from backbones.distributed import Ranks, gather_objects
+    from fewshot.runlock import check_folder_free, claim_run_dir, unique_run_dir
     ranks = ranks or Ranks()
     chosen = None
     if ranks.is_main:
-        chosen = Path(args.output_dir) if args.output_dir else \
-            Path("runs") / f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
-            chosen.mkdir(parents=True, exist_ok=True)
+            if args.output_dir:
+                chosen = Path(args.output_dir)
+                chosen.mkdir(parents=True, exist_ok=True)
+            else:
+                chosen = unique_run_dir(Path("runs"), f"{config_name}-{time.strftime('%Y%m%d-%H%M%S')}")
             probe = chosen / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as error:
-            raise fail(f"The output directory {str(chosen)!r} cannot be written ({error.strerror}).",
-                       "Pass --output-dir with a folder you can write to.") from None
+            raise fail(f"The output directory {str(chosen or args.output_dir or 'runs')!r} cannot be written "
+                       f"({error.strerror}).", "Pass --output-dir with a folder you can write to.") from None
+        claim_run_dir(chosen, command=str(getattr(args, "command", None)))
+        check_folder_free(chosen, resume=getattr(args, "resume", False), force=getattr(args, "force", False))
     return Path(gather_objects(chosen, ranks)[0])
 
 
@@ -130,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fewshot` console script."""
+    from fewshot.errorpath import expected_failure, parse_arguments
+    from fewshot.runlock import release_all
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
@@ -143,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         Console(stderr=True).print("[bold red]interrupted:[/] no partial results were written.")
         return 130
+    except OSError as error:  # a file the run writes or reads failed: expected, one paragraph
+        Console(stderr=True).print(f"[bold red]error:[/] {expected_failure(error)}", highlight=False, soft_wrap=True)
+        return 2
+    finally:
+        release_all()
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def build_dataclass(cls: type, values: Any, where: str = "config") -> Any:
                    f"Write {where} as `key: value` lines.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted((key for key in values if key not in fields), key=str)
     if unknown:
         prefix = "" if where == "config" else f"{where}."
         raise fail(f"Unknown config key {prefix}{unknown[0]}.",
@@ -138,10 +138,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
         child = tree.get(key)
-        if not isinstance(child, dict):
-            child = {} if child is None else child
+        if child is not None and not isinstance(child, dict):  # `episodes.count.x=1`: a value has no keys
+            where = ".".join(keys[:depth + 1])
+            raise fail(f"Cannot apply the override {'.'.join(keys)}=...: {where} is a single value "
+                       f"({child!r}), not a section with keys.", f"Write it as {where}=VALUE.")
+        if child is None:
+            child = {}
             tree[key] = child
         tree = child
     tree[keys[-1]] = value
@@ -158,6 +162,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise fail(f"Config file {str(path)!r} is not valid YAML ({error}).",
                    "Fix the syntax at the line it names.") from None
+    except UnicodeDecodeError as error:
+        raise fail(f"Config file {str(path)!r} is not UTF-8 text (byte {error.start} cannot be decoded).",
+                   "Pass a YAML file saved as UTF-8 to --config.") from None
+    except OSError as error:  # a folder, a device, no permission
+        raise fail(f"Config file {str(path)!r} cannot be read ({error.strerror or error}).",
+                   "Pass --config a readable YAML file (the bundled ones are in configs/).") from None
     if not isinstance(data, dict):
         raise fail(f"Config file {str(path)!r} does not hold a mapping.",
                    "Write the config as `key: value` sections like configs/demo.yaml.")

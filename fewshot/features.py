@@ -25,6 +25,8 @@ def cache_key(*, checkpoint_sha256: str, split: Split, split_name: str, preproce
 class FeatureCache:
     """A folder of feature tensors, each file complete or absent (atomic writes, checksums).
 
+    Each entry stores its own key, so an entry copied or renamed under another key is refused.
+
     Args:
         folder: where entries live; None disables caching.
         log: called with one-line messages (cache hit, miss, corrupt entry).
@@ -47,6 +49,8 @@ class FeatureCache:
             features = entry["features"]
             if entry["checksum"] != fingerprint([features]):
                 raise ValueError("checksum mismatch")
+            if entry.get("key") != key:  # a valid entry copied or renamed: other features, other numbers
+                raise ValueError(f"it holds the features of key {entry.get('key')!r}")
         except Exception as error:  # truncated, corrupt or foreign file: recompute it
             self.log(f"feature cache entry {path.name} is damaged ({error}); recomputing it")
             path.unlink(missing_ok=True)
@@ -58,8 +62,10 @@ class FeatureCache:
         path = self.path(key)
         if path is None:
             return
+        if not torch.isfinite(features).all():  # a broken backbone's output is an error, never a cache entry
+            return
         try:
-            atomic_torch_save(path, {"features": features, "checksum": fingerprint([features])})
+            atomic_torch_save(path, {"features": features, "checksum": fingerprint([features]), "key": key})
         except OSError as error:  # a read-only cache slows the next run down but loses nothing
             self.log(f"could not write the feature cache {path} ({error.strerror}); continuing")
 

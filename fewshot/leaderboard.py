@@ -17,11 +17,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 from typing import Sequence
 
 from episodes.errors import fail
 from fewshot.results import csv_text, percent
-from fewshot.stats import CI_FORMULA, CI_METHOD
+from fewshot.stats import CI_FORMULA, CI_METHOD, RANK_TEST, significance_ranks
 
 LEADERBOARD_SCHEMA = "fewshot.leaderboard/1"
 MISMATCH_FLAG = "--allow-mismatched-episodes"
@@ -68,6 +69,19 @@ def _fingerprints(doc: dict) -> tuple[str, str]:
     return doc["dataset"]["fingerprint"], doc["episodes"]["fingerprint"]
 
 
+def run_label(doc: dict) -> str:
+    """The run column: the `--label` stored in the results, else config name and dataset."""
+    label = (doc.get("run") or {}).get("label")
+    if label:
+        return str(label)
+    config = doc["config"]
+    dataset = config.get("dataset")
+    if not isinstance(dataset, dict):
+        return str(config.get("name", ""))
+    where = f":{Path(dataset['path']).name}" if dataset.get("path") else ""
+    return f"{config.get('name', '')} · {dataset.get('name', '')}{where}"
+
+
 def _check_group(group: tuple[str, int, int], members: list[tuple[str, dict]],
                  allow_mismatch: bool) -> tuple[str, str]:
     """The group's reference fingerprints (the most common); refuses mixed ones unless allowed."""
@@ -94,8 +108,9 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
             marked `mismatched`, instead of raising `UserError`.
 
     Returns:
-        Rows sorted by group (dataset, ways, shots), then rank (1 = best; equal means share a rank),
-        oracle rows last with rank None.
+        Rows sorted by group (dataset, ways, shots), then mean accuracy; rank 1 + the number of
+        heads significantly better (`fewshot.stats.significance_ranks`), so heads whose paired
+        difference is not significant share a rank. Oracle rows come last, with rank None.
     """
     sources = list(sources) if sources is not None else [f"results #{i + 1}" for i in range(len(docs))]
     groups: dict[tuple[str, int, int], list[tuple[str, dict]]] = {}
@@ -105,17 +120,21 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
     for group in sorted(groups):
         reference = _check_group(group, groups[group], allow_mismatch)
         entries = sorted(((source, doc, head) for source, doc in groups[group] for head in doc["heads"]),
-                         key=lambda entry: (bool(entry[2].get("oracle")), -entry[2]["accuracy"]["mean"]))
-        previous: tuple[float, int] | None = None
-        for position, (source, doc, head) in enumerate(entries, start=1):
+                         key=lambda entry: -entry[2]["accuracy"]["mean"])
+        ranks = significance_ranks([head["accuracy"]["mean"] for _, _, head in entries],
+                                   [head.get("per_episode") for _, _, head in entries],
+                                   [doc["episodes"]["fingerprint"] for _, doc, _ in entries],
+                                   ranked=[not head.get("oracle") for _, _, head in entries])
+        # Rarely a head outranks one with a higher mean (something beats only the latter).
+        # Oracle heads outrank nobody and take no rank themselves: listed last, for reference.
+        oracles = [bool(head.get("oracle")) for _, _, head in entries]
+        order = sorted(zip(ranks, oracles, entries), key=lambda item: (item[1], item[0]))   # (oracle, rank)
+        for rank, oracle, (source, doc, head) in order:
             accuracy = head["accuracy"]["mean"]
-            oracle = bool(head.get("oracle"))
-            rank = previous[1] if previous and previous[0] == accuracy else position
-            previous = (accuracy, rank)
             rank = None if oracle else rank
             rows.append(LeaderboardRow(
                 dataset=group[0], n_way=group[1], k_shot=group[2], rank=rank, head=head["name"],
-                run=str(doc["config"].get("name", "")),
+                run=run_label(doc),
                 accuracy=accuracy, ci95=head["accuracy"]["ci95"], n=head["accuracy"]["n"],
                 fit_seconds=head["fit_seconds"], episodes_fingerprint=doc["episodes"]["fingerprint"],
                 dataset_fingerprint=doc["dataset"]["fingerprint"], source=source,
@@ -134,7 +153,8 @@ def format_accuracy(accuracy: float, ci95: float | None) -> str:
 
 def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
     """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95."""
-    parts = [f"Accuracy (%): mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA})."]
+    parts = [f"Accuracy (%): mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA}). "
+             f"Rank: 1 + the number of heads significantly better ({RANK_TEST})."]
     for (dataset, n_way, k_shot), members in groupby(rows, key=lambda row: row.group):
         members = list(members)
         lines = [f"### {dataset}: {n_way}-way {k_shot}-shot", "",

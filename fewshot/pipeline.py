@@ -21,7 +21,9 @@ from fewshot.evaluate import evaluate_heads
 from fewshot.features import FeatureCache, cache_key
 from fewshot.leaderboard import ORACLE_MARK, merge, to_markdown
 from fewshot.plot import plot_accuracy
-from fewshot.results import build_results, read_results, results_filename, write_csv, write_results
+from fewshot.report import write_report
+from fewshot.results import build_results, results_filename, write_csv, write_results
+from fewshot.runlock import claimed_results
 
 IMAGE_PREPROCESSING = "backbones.augment.to_float/v1"
 
@@ -37,6 +39,8 @@ class RunContext:
         console: where progress and tables go.
         ranks: this process's place among distributed ranks.
         resume: keep results files already written for the same episodes, checkpoint and config.
+        force: replace results files of another run instead of refusing.
+        label: the run's name in leaderboards (stored in results as `run.label`).
     """
 
     output_dir: Path
@@ -45,6 +49,8 @@ class RunContext:
     console: Console
     ranks: Ranks
     resume: bool = False
+    force: bool = False
+    label: str | None = None
 
 
 def split_features(config: Config, dataset: FewShotDataset, model: torch.nn.Module, sha256: str,
@@ -82,15 +88,6 @@ def episode_samplers(config: Config, dataset: FewShotDataset) -> dict[int, Episo
             for k_shot in settings.k_shot}
 
 
-def _reusable(path: Path, doc_identity: dict[str, Any]) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    doc = read_results(path)
-    same = all(doc.get(section, {}).get(key) == value
-               for section, fields in doc_identity.items() for key, value in fields.items())
-    return doc if same else None
-
-
 def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Path,
                         run: RunContext) -> list[dict[str, Any]]:
     """Evaluate every head on every configured episode setting; write and return the results.
@@ -102,18 +99,21 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         run: output directory, device, console, ranks.
     """
     sha = checkpoint_sha256(checkpoint)
-    model, info = load_checkpoint(checkpoint, device=run.device)
-    features = split_features(config, dataset, model, sha, run)
-    del model  # free the backbone (GPU memory) before the heads run
-    split = dataset.split(config.episodes.split)
     settings = config.episodes
-    docs = []
+    plans = []  # every results file is claimed before any work: another run's file stops us here
     for k_shot, sampler in episode_samplers(config, dataset).items():
         episodes = sampler.sample(settings.count)
         path = run.output_dir / results_filename(settings.n_way, k_shot)
         identity = {"episodes": {"fingerprint": episodes.fingerprint},
                     "backbone": {"checkpoint_sha256": sha}, "config": config_to_dict(config)}
-        if run.resume and (done := _reusable(path, identity)) is not None:
+        plans.append((k_shot, episodes, path, claimed_results(path, identity, resume=run.resume, force=run.force)))
+    model, info = load_checkpoint(checkpoint, device=run.device)
+    features = split_features(config, dataset, model, sha, run)
+    del model  # free the backbone (GPU memory) before the heads run
+    split = dataset.split(config.episodes.split)
+    docs = []
+    for k_shot, episodes, path, done in plans:
+        if done is not None:
             run.console.print(f"{path.name} already complete for these episodes; keeping it")
             docs.append(done)
             continue
@@ -132,6 +132,7 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
             episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
                       "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
             heads=heads)
+        doc["run"] = {"label": run.label}
         if run.ranks.is_main:
             write_results(path, doc)
         docs.append(doc)
@@ -145,6 +146,7 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     write_csv(run.output_dir / "results.csv", docs)
     atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs)))
     plot_accuracy(docs, run.output_dir / "accuracy.png")
+    write_report(docs, run.output_dir / "report.html")
     table = Table(title=f"Results in {run.output_dir}")
     for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):
         table.add_column(column, justify="right" if column != "head" else "left")

@@ -41,6 +41,10 @@ def _draw_panel(axes: Axes, rows: list[LeaderboardRow]) -> None:
         axes.annotate(f"{mean:.1f}", (x, mean + error), textcoords="offset points", xytext=(0, 4),
                       ha="center", fontsize=8)
     axes.set_xticks(list(positions), [_label(row, several_runs) for row in rows], fontsize=8)
+    if several_runs:  # run names are long: slant them so they do not overlap
+        axes.tick_params(axis="x", labelrotation=30)
+        for tick in axes.get_xticklabels():
+            tick.set_horizontalalignment("right")
     axes.set_xlim(-0.6, len(rows) - 0.4)
     axes.margins(y=0.15)
     axes.grid(axis="y", alpha=0.3)
@@ -62,6 +66,12 @@ def plot_accuracy(docs: Sequence[dict], path: str | os.PathLike, *, sources: Seq
     if image_format is None:
         raise fail(f"Cannot write a plot to {str(path)!r}: the file type {path.suffix or '(none)'!r} is not supported.",
                    f"Name the file with one of {', '.join(FORMATS)}.")
+    return atomic_write_bytes(path, render_accuracy(docs, image_format, sources=sources))
+
+
+def render_accuracy(docs: Sequence[dict], image_format: str = "png", *, sources: Sequence[str] | None = None,
+                    dpi: int = 120) -> bytes:
+    """The accuracy plot as image bytes (`png` or `svg`); see `plot_accuracy`."""
     rows = merge(docs, sources=sources, allow_mismatch=True)
     if not rows:
         raise fail("There is nothing to plot: the results hold no heads.", "Pass results files with at least one head.")
@@ -78,5 +88,5 @@ def plot_accuracy(docs: Sequence[dict], path: str | os.PathLike, *, sources: Seq
         note += f"; {MISMATCH_MARK} evaluated on other episodes than the rest of its panel"
     figure.supxlabel(note, fontsize=8)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, dpi=120)
-    return atomic_write_bytes(path, buffer.getvalue())
+    figure.savefig(buffer, format=image_format, dpi=dpi)
+    return buffer.getvalue()

@@ -30,6 +30,7 @@ from episodes.errors import fail
 from episodes.io import atomic_write_text
 from fewshot import __version__
 from fewshot.stats import CI_FORMULA, CI_METHOD, compare, summarize
+from fewshot.verify import verify_results
 
 SCHEMA = "fewshot.results/1"
 STORED_DECIMALS = 6
@@ -121,18 +122,38 @@ def build_results(*, config: dict, dataset: dict, backbone: dict, episodes: dict
     stored = [stored_values(head.per_episode) for head in heads]
     if len({len(values) for values in stored}) > 1:
         raise ValueError(f"heads were evaluated on different numbers of episodes: {[len(v) for v in stored]}")
-    head_docs = [{"name": head.name, "config": head.config, "accuracy": summarize(values),
-                  "per_episode": values, "fit_seconds": float(head.fit_seconds),
+    head_docs = [{"name": head.name, "config": head.config, "per_episode": values,
+                  "fit_seconds": float(head.fit_seconds),
                   "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()},
                   **({"oracle": True} if head.oracle else {})}
                  for head, values in zip(heads, stored)]
-    comparisons = [compare(stored[i], stored[j], a_name=heads[i].name, b_name=heads[j].name)
-                   for i, j in itertools.combinations(range(len(heads)), 2)]
+    head_docs = [{**{k: v for k, v in doc.items() if k in ("name", "config")}, **head_statistics(doc), **doc}
+                 for doc in head_docs]
+    comparisons = comparison_statistics(head_docs)
     return {"schema": SCHEMA, "suite": {"version": __version__, "git_commit": git_commit()},
             "config": config, "hardware": describe_hardware() if hardware is None else hardware,
             "dataset": dataset, "backbone": backbone, "episodes": episodes,
             "ci_method": CI_METHOD, "ci_formula": CI_FORMULA,
             "heads": head_docs, "comparisons": comparisons}
+
+
+def head_statistics(head: dict) -> dict:
+    """The statistics of one head computed from its stored per-episode values alone.
+
+    `build_results` and `fewshot.verify` both call this, so a reader recomputes exactly what the
+    writer computed; add a new per-episode statistic here and both follow.
+
+    Args:
+        head: a head's document with at least `per_episode` (as stored).
+    """
+    return {"accuracy": summarize(head["per_episode"])}
+
+
+def comparison_statistics(heads: Sequence[dict]) -> list[dict]:
+    """Paired comparisons of every pair of heads (config order), from their stored per-episode values."""
+    return [compare(heads[i]["per_episode"], heads[j]["per_episode"], a_name=heads[i]["name"],
+                    b_name=heads[j]["name"])
+            for i, j in itertools.combinations(range(len(heads)), 2)]
 
 
 def write_results(path: str | os.PathLike, doc: dict) -> Path:
@@ -184,6 +205,7 @@ def read_results(path: str | os.PathLike) -> dict:
     wrong = _wrong_types(doc)
     if wrong:
         raise fail(f"{str(path)!r} is not a well-formed {SCHEMA} file: {', '.join(wrong)}.", regenerate)
+    verify_results(doc, path)  # every type, and every statistic recomputed from the per-episode values
     return doc
 
 

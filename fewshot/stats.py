@@ -1,8 +1,7 @@
 """Statistics over episodes: Student-t quantiles, confidence intervals, paired comparisons.
 
 The 95% interval is `t_{0.975, n-1} * std(ddof=1) / sqrt(n)` (DESIGN.md "Confidence interval"),
-the convention of RFS and LibFewShot. The t quantile is computed here, without scipy, from the
-regularized incomplete beta function.
+the convention of RFS and LibFewShot; quantiles and tests come from `scipy.stats`.
 
 With a single episode the spread is undefined: `std` and `ci95` are then `None` (JSON `null`),
 never NaN, so results files stay valid JSON and nobody mistakes "one sample" for "no error".
@@ -12,104 +11,19 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import scipy.stats
 import torch
 
 CI_LEVEL = 0.95
 CI_METHOD = "student-t"
 CI_FORMULA = "t_{0.975, n-1} * std(ddof=1) / sqrt(n)"
-
-_TINY = 1e-300
-_EPSILON = 1e-16
-
-
-def _stirling_correction(x: float) -> float:
-    """`lgamma(x) - ((x - 0.5) ln x - x + 0.5 ln 2pi)` for x >= 10 (error below 1e-13)."""
-    inverse, inverse_sq = 1.0 / x, 1.0 / (x * x)
-    return inverse * (1 / 12 - inverse_sq * (1 / 360 - inverse_sq * (1 / 1260 - inverse_sq / 1680)))
-
-
-def _log_beta(a: float, b: float) -> float:
-    """`ln B(a, b)`, exact to ~1e-14 even when a or b is huge (lgamma differences would cancel)."""
-    small, large = min(a, b), max(a, b)
-    if large < 10.0:
-        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-    # lgamma(large) - lgamma(large + small) without subtracting two numbers of size large * ln(large).
-    gamma_ratio = (-(large - 0.5) * math.log1p(small / large) - small * math.log(large + small) + small
-                   + _stirling_correction(large) - _stirling_correction(large + small))
-    return math.lgamma(small) + gamma_ratio
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of `I_x(a, b)`, evaluated with the modified Lentz method.
-
-    Converges fast for x < (a + 1) / (a + b + 2); the caller swaps arguments otherwise.
-    """
-    denominator = 1.0 - (a + b) * x / (a + 1.0)
-    denominator = 1.0 / (denominator if abs(denominator) > _TINY else _TINY)
-    value, previous_numerator = denominator, 1.0
-    for m in range(1, 100_000):
-        for coefficient in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            denominator = 1.0 + coefficient * denominator
-            denominator = 1.0 / (denominator if abs(denominator) > _TINY else _TINY)
-            previous_numerator = 1.0 + coefficient / previous_numerator
-            previous_numerator = previous_numerator if abs(previous_numerator) > _TINY else _TINY
-            step = denominator * previous_numerator
-            value *= step
-        if abs(step - 1.0) < _EPSILON:
-            return value
-    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
-
-
-def regularized_beta(a: float, b: float, x: float, one_minus_x: float | None = None) -> float:
-    """The regularized incomplete beta function `I_x(a, b)`.
-
-    Args:
-        a, b: positive shape parameters.
-        x: the point, in [0, 1].
-        one_minus_x: `1 - x` when the caller knows it more precisely than the subtraction.
-    """
-    y = 1.0 - x if one_minus_x is None else one_minus_x
-    if x <= 0.0:
-        return 0.0
-    if y <= 0.0:
-        return 1.0
-    # log1p keeps the precision of whichever of x, 1 - x is tiny (dof ~ 1e9 puts x within 1e-9 of 1).
-    log_x = math.log1p(-y) if x > 0.5 else math.log(x)
-    log_y = math.log1p(-x) if y > 0.5 else math.log(y)
-    log_front = a * log_x + b * log_y - _log_beta(a, b)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, y) / b
-
-
-def t_survival(t: float, dof: float) -> float:
-    """`P(T > t)` for Student's t with `dof` degrees of freedom, for t >= 0.
-
-    Two equal forms: `0.5 * I_x(dof/2, 1/2)` with `x = dof / (dof + t^2)`, and
-    `0.5 * (1 - I_y(1/2, dof/2))` with `y = 1 - x`. For huge dof, x sits within 1e-9 of 1 and
-    `I_x` amplifies its rounding ~dof times, so |t| <= 3 (tails >= 1e-3, where `1 - I_y` loses
-    under three digits) uses the second form, a continued fraction in the small y.
-    """
-    t_sq = t * t
-    x, y = dof / (dof + t_sq), t_sq / (dof + t_sq)
-    if 0.0 < t_sq <= 9.0 and y < 0.5:
-        log_front = 0.5 * math.log(y) + dof / 2.0 * math.log1p(-y) - _log_beta(0.5, dof / 2.0)
-        return 0.5 * (1.0 - math.exp(log_front) * _beta_continued_fraction(0.5, dof / 2.0, y) / 0.5)
-    return 0.5 * regularized_beta(dof / 2.0, 0.5, x, y)
-
-
-def _t_density(t: float, dof: float) -> float:
-    log_norm = -_log_beta(dof / 2.0, 0.5) - 0.5 * math.log(dof)
-    return math.exp(log_norm - (dof + 1.0) / 2.0 * math.log1p(t * t / dof))
+# Ranks: a head is outranked only by heads significantly better than it (see `significance_ranks`).
+RANK_ALPHA = 0.05
+RANK_TEST = "two-sided paired t-test (scipy.stats.ttest_rel) on per-episode accuracy, p < 0.05, uncorrected"
 
 
 def t_quantile(p: float, dof: float) -> float:
-    """The `p` quantile of Student's t distribution (the inverse of its CDF).
-
-    Newton's method on the survival function, kept inside a bisection bracket so it cannot
-    diverge. Matches `scipy.stats.t.ppf` to 1e-12 relative for dof up to 1e6, and to 1e-11 at
-    any dof for p in [0.001, 0.999] (so always for the 95% interval).
+    """The `p` quantile of Student's t distribution (`scipy.stats.t.ppf`).
 
     Args:
         p: probability in (0, 1), e.g. 0.975 for a two-sided 95% interval.
@@ -119,32 +33,7 @@ def t_quantile(p: float, dof: float) -> float:
         raise ValueError(f"p must be in (0, 1), got {p}")
     if not dof > 0.0:
         raise ValueError(f"dof must be positive, got {dof}")
-    if p == 0.5:
-        return 0.0
-    # 1 - p is exact for p >= 0.5 but rounds for tiny p, so the lower tail uses p itself.
-    sign, tail = (-1.0, p) if p < 0.5 else (1.0, 1.0 - p)
-    return sign * _upper_quantile(tail, dof)
-
-
-def _upper_quantile(tail: float, dof: float) -> float:
-    """The t >= 0 with `P(T > t) = tail`, for tail in (0, 0.5)."""
-    low, high = 0.0, 2.0
-    while t_survival(high, dof) > tail:
-        low, high = high, high * 2.0
-    t = (low + high) / 2.0
-    for _ in range(200):
-        excess = t_survival(t, dof) - tail  # > 0 means t is too small
-        if excess > 0.0:
-            low = t
-        else:
-            high = t
-        density = _t_density(t, dof)
-        newton = t + excess / density if density > 0.0 else math.nan
-        next_t = newton if low < newton < high else (low + high) / 2.0
-        if abs(next_t - t) <= 1e-15 * max(1.0, abs(t)) or high - low <= 1e-15 * high:
-            return next_t
-        t = next_t
-    return t
+    return float(scipy.stats.t.ppf(p, dof))
 
 
 def _as_float64(values: torch.Tensor | Sequence[float]) -> torch.Tensor:
@@ -201,3 +90,71 @@ def compare(a: torch.Tensor | Sequence[float], b: torch.Tensor | Sequence[float]
     return {**names, "mean_diff": float(difference.mean()), "ci95": ci95,
             "wins": int((difference > 0).sum()), "ties": int((difference == 0).sum()),
             "losses": int((difference < 0).sum())}
+
+
+def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict[str, float | None]:
+    """Two-sided p-values that two heads differ on the same episodes.
+
+    Args:
+        a, b: per-episode values, episode i of `a` paired with episode i of `b`.
+
+    Returns:
+        `{"t_test": p, "wilcoxon": p}` from `scipy.stats.ttest_rel` and `scipy.stats.wilcoxon`
+        (zero differences dropped, as Wilcoxon's test does); `None` where a test is undefined
+        (fewer than two episodes, or every difference zero).
+    """
+    first, second = _as_float64(a).numpy(), _as_float64(b).numpy()
+    difference = first - second
+    if difference.size < 2 or not difference.any():
+        return {"t_test": None, "wilcoxon": None}
+    t_p = float(scipy.stats.ttest_rel(first, second).pvalue)
+    wilcoxon_p = float(scipy.stats.wilcoxon(difference, zero_method="wilcox").pvalue)
+    return {"t_test": t_p if math.isfinite(t_p) else None,
+            "wilcoxon": wilcoxon_p if math.isfinite(wilcoxon_p) else None}
+
+
+def significantly_better(a: Sequence[float] | None, b: Sequence[float] | None, mean_a: float, mean_b: float,
+                         paired: bool, alpha: float = RANK_ALPHA) -> bool:
+    """Whether head `a` beats head `b`: a higher mean and, where per-episode values exist, p < alpha.
+
+    Args:
+        a, b: per-episode values, or None when a results file does not carry them (then any
+            higher mean counts, the plain ranking by accuracy).
+        mean_a, mean_b: the stored means.
+        paired: the two were evaluated on the same episodes (paired t-test); otherwise Welch's test.
+        alpha: significance level.
+    """
+    if not mean_a > mean_b:
+        return False
+    if a is None or b is None or len(a) < 2 or len(b) < 2:
+        return True
+    if paired and len(a) == len(b):
+        p = paired_tests(a, b)["t_test"]
+    else:
+        p = float(scipy.stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
+    return p is not None and math.isfinite(p) and p < alpha
+
+
+def significance_ranks(means: Sequence[float], per_episode: Sequence[Sequence[float] | None],
+                       episode_keys: Sequence[str], alpha: float = RANK_ALPHA,
+                       ranked: Sequence[bool] | None = None) -> list[int]:
+    """Ranks that respect statistics: 1 + the number of heads significantly better than each.
+
+    Heads whose difference is not significant are not ordered, so two heads share a rank
+    unless something beats one and not the other. Without per-episode values this is the
+    usual competition ranking by mean (equal means share a rank).
+
+    Args:
+        means: mean accuracy of each head.
+        per_episode: its per-episode accuracies, or None.
+        episode_keys: which episodes each head ran on (equal keys are paired, e.g. the episode fingerprint).
+        alpha: significance level of each two-sided test.
+        ranked: False for heads that outrank nobody (reference heads such as oracles); they
+            still get the rank they would have. Default: every head counts.
+    """
+    count = len(means)
+    ranked = [True] * count if ranked is None else list(ranked)
+    return [1 + sum(significantly_better(per_episode[j], per_episode[i], means[j], means[i],
+                                         episode_keys[i] == episode_keys[j], alpha)
+                    for j in range(count) if j != i and ranked[j])
+            for i in range(count)]

@@ -5,14 +5,17 @@ import argparse
 
 from episodes.io import atomic_write_text
 from fewshot.cli import command, console_for
+from fewshot.errorpath import check_output_file
 from fewshot.leaderboard import MISMATCH_FLAG, RENDERERS, merge
 from fewshot.results import find_results_files, read_results
+from fewshot.sweep.folder import finished_results
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `fewshot leaderboard`."""
     parser.add_argument("results", nargs="+", metavar="RESULTS",
-                        help="results-*.json files, or folders searched (recursively) for them")
+                        help="results-*.json files, or folders searched (recursively) for them; a sweep "
+                        "folder gives its finished cells")
     parser.add_argument("--format", choices=sorted(RENDERERS), default="md",
                         help="md: one ranked table per dataset and shot setting (default); csv; json")
     parser.add_argument("--output", default=None, help="write to this file (atomically) instead of stdout")
@@ -23,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command("leaderboard", "merge results files of several runs into one ranked table", add_arguments)
 def run_leaderboard(args: argparse.Namespace) -> int:
     """Read every results file first, so a bad one stops the command before anything is written."""
-    paths = find_results_files(args.results)
+    if args.output is not None:
+        check_output_file(args.output)  # before reading: a bad --output stops the command at once
+    paths = find_results_files(finished_results(args.results))
     docs = [read_results(path) for path in paths]
     rows = merge(docs, sources=[str(path) for path in paths], allow_mismatch=args.allow_mismatch)
     text = RENDERERS[args.format](rows)

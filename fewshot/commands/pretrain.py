@@ -66,7 +66,8 @@ def run_pretraining(config: Config, dataset: FewShotDataset, output_dir: Path, d
     """Pretrain `config.backbone` on `dataset.base`, validating on `dataset.val`; the best checkpoint.
 
     Args:
-        config: the run config (backbone, pretrain, features, episodes.seed for validation).
+        config: the run config (backbone, pretrain, features); pretrain.seed also seeds the validation
+            episodes, so the pretraining config alone decides the checkpoint.
         dataset: the loaded dataset.
         output_dir: the run directory (checkpoint-last.pt, checkpoint-best.pt).
         device: torch device.
@@ -76,7 +77,7 @@ def run_pretraining(config: Config, dataset: FewShotDataset, output_dir: Path, d
     settings = config.pretrain
     validate = None
     if settings.val_episodes > 0:
-        validate = prototype_validation(dataset.val, episodes=settings.val_episodes, seed=config.episodes.seed,
+        validate = prototype_validation(dataset.val, episodes=settings.val_episodes, seed=settings.seed,
                                         batch_size=config.features.batch_size, device=device)
     return pretrain(config.backbone, settings, dataset.base, dataset.val, output_dir=output_dir,
                     device=device, resume=resume, seed=settings.seed, run_config=config_to_dict(config),
@@ -97,9 +98,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.resume and not args.output_dir:
         raise fail("--resume continues an earlier run, but no run directory was given.",
                    "Pass --output-dir with the folder of the run to continue.")
-    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    from fewshot.validate import check_config, check_dataset
+    warnings = check_config(config, pretraining=True, evaluating=False)
     device = resolve_device(args)
+    dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)
+    warnings += check_dataset(config, dataset)
     ranks, _ = distributed.join(device)
+    for warning in warnings if ranks.is_main else []:
+        console_for(args).print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     try:
         output_dir = resolve_output_dir(args, config.name, ranks)
         best = run_pretraining(config, dataset, output_dir, device, resume=args.resume, quiet=args.quiet)

@@ -35,7 +35,8 @@ def test_merge_ranks_heads_of_all_runs_by_accuracy():
 def test_markdown_table():
     assert to_markdown(merge([BASELINE, GRADIENT_FREE], sources=SOURCES)) == (
         "Accuracy (%): mean over episodes ± 95% confidence interval "
-        "(student-t: t_{0.975, n-1} * std(ddof=1) / sqrt(n)).\n"
+        "(student-t: t_{0.975, n-1} * std(ddof=1) / sqrt(n)). Rank: 1 + the number of heads significantly "
+        "better (two-sided paired t-test (scipy.stats.ttest_rel) on per-episode accuracy, p < 0.05, uncorrected).\n"
         "\n"
         "### cifar_fs: 5-way 5-shot\n"
         "\n"

@@ -78,7 +78,8 @@ def test_paired_comparisons_agree_with_the_heads(first_run):
 
 def test_same_config_twice_gives_identical_results_and_reuses_the_cache(first_run, tiny_config):
     root, _ = first_run
-    again = run_fewshot("benchmark", "--config", str(tiny_config), "--output-dir", str(root / "run2"),
+    # --retrain: pretraining again (not reusing the stored checkpoint) must give the same backbone.
+    again = run_fewshot("benchmark", "--config", str(tiny_config), "--output-dir", str(root / "run2"), "--retrain",
                         data_root=root / "data")
     assert "reusing cached features" in again.stdout
     for name in ("results-3way-1shot.json", "results-3way-2shot.json"):
@@ -149,6 +150,8 @@ def test_resume_keeps_finished_settings_only_for_the_same_config(first_run, tiny
             "--output-dir", str(out), "--resume")
     kept = run_fewshot(*args, data_root=root / "data")
     assert kept.stdout.count("already complete") == 2
-    changed = run_fewshot(*args, "heads.sgd.steps=21", data_root=root / "data")
-    assert "already complete" not in changed.stdout
+    changed = run_fewshot(*args, "heads.sgd.steps=21", data_root=root / "data", check=False)
+    assert changed.returncode == 2 and "holds results of another run" in changed.stderr  # never silently replaced
+    assert load(out / "results-3way-1shot.json")["config"]["heads"]["sgd"] == {"steps": 20}
+    run_fewshot(*args, "heads.sgd.steps=21", "--force", data_root=root / "data")
     assert load(out / "results-3way-1shot.json")["config"]["heads"]["sgd"] == {"steps": 21}

@@ -1,0 +1,182 @@
+"""The report's built-in sections: one builder each, from the results documents to HTML.
+
+A section builder takes the `ReportData` and returns `(title, body HTML)`, or None when it
+has nothing to show. Tables that other modules compute (band, volume tables, ...) come in
+through `EXTRA_TABLES` without touching these builders.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from fewshot.leaderboard import MISMATCH_MARK, LeaderboardRow
+from fewshot.plot import render_accuracy
+from fewshot.report.figures import DPI, Difference, forest_plot
+from fewshot.report.html import ReportTable, escape, image_html, table_html
+from fewshot.stats import CI_FORMULA, CI_METHOD, RANK_ALPHA, RANK_TEST, paired_tests
+
+ORACLE_NOTE = "oracle: sees information a real head does not (e.g. query labels); shown for reference, not ranked"
+
+
+@dataclass
+class ReportData:
+    """What every section reads.
+
+    Args:
+        docs: results documents.
+        sources: where each came from (file names), same order.
+        rows: `fewshot.leaderboard.merge` rows of all documents (mismatched episodes allowed, marked).
+    """
+
+    docs: Sequence[dict]
+    sources: Sequence[str]
+    rows: Sequence[LeaderboardRow]
+
+    def head(self, row: LeaderboardRow) -> dict:
+        """The results-file entry a leaderboard row came from."""
+        doc = self.docs[list(self.sources).index(row.source)]
+        return next(head for head in doc["heads"] if head["name"] == row.head)
+
+
+Section = Callable[[ReportData], "tuple[str, str] | None"]
+TablesBuilder = Callable[[ReportData], Sequence[ReportTable]]
+# Builders of further tables (bands, volumes, ...): each returns tables for the "More tables" section.
+EXTRA_TABLES: list[TablesBuilder] = []
+
+
+def _setting(doc: dict) -> str:
+    episodes = doc["episodes"]
+    return f"{doc['dataset']['name']}: {episodes['n_way']}-way {episodes['k_shot']}-shot"
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else (f"{value:.3g}" if value >= 1e-4 else "<1e-4")
+
+
+def overview(data: ReportData) -> tuple[str, str]:
+    """Runs, data, backbone and the statistics conventions."""
+    items = [("results files", len(data.docs)),
+             ("runs", ", ".join(sorted({row.run for row in data.rows}))),
+             ("settings", ", ".join(sorted({_setting(doc) for doc in data.docs}))),
+             ("backbones", ", ".join(sorted({f"{doc['backbone'].get('name', '?')} "
+                                             f"{str(doc['backbone'].get('checkpoint_sha256', ''))[:12]}"
+                                             for doc in data.docs}))),
+             ("suite", ", ".join(sorted({f"fewshot {doc['suite'].get('version', '?')} "
+                                         f"{str(doc['suite'].get('git_commit') or '')[:10]}" for doc in data.docs}))),
+             ("hardware", ", ".join(sorted({str(doc["hardware"].get("cuda_device") or doc["hardware"].get("machine", "?"))
+                                            for doc in data.docs}))),
+             ("accuracy", f"mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA})"),
+             ("rank", f"1 + the number of heads significantly better: {RANK_TEST}")]
+    body = "".join(f"<dt>{escape(key)}</dt><dd>{escape(value)}</dd>" for key, value in items)
+    return "Overview", f"<dl class=meta>{body}</dl>"
+
+
+def leaderboard(data: ReportData) -> tuple[str, str]:
+    """One ranked table per (dataset, ways, shots), with the time per 1,000 episodes."""
+    parts = []
+    for group, members in itertools.groupby(data.rows, key=lambda row: row.group):
+        members = list(members)
+        cells, classes = [], []
+        for row in members:
+            oracle = bool(data.head(row).get("oracle"))
+            name = row.head + (f" {MISMATCH_MARK}" if row.mismatched else "") + (" (oracle)" if oracle else "")
+            per_thousand = 1000 * row.fit_seconds / row.n if row.n else None
+            cells.append(("—" if oracle else row.rank, name, row.run, _pct(row.accuracy), _pct(row.ci95), row.n,
+                          f"{row.fit_seconds:.2f}", "n/a" if per_thousand is None else f"{per_thousand:.2f}"))
+            classes.append("oracle" if oracle else "")
+        notes = ["Rank: 1 + the number of heads significantly better (" + RANK_TEST + "); heads whose difference "
+                 "is not significant share a rank."]
+        if any(row.mismatched for row in members):
+            notes.append(f"{MISMATCH_MARK} evaluated on other episodes than the rest of this table (Welch's test).")
+        if "oracle" in classes:
+            notes.append(ORACLE_NOTE + ".")
+        parts.append(table_html(ReportTable(
+            title=f"{group[0]}: {group[1]}-way {group[2]}-shot",
+            columns=("Rank", "Head", "Run", "Accuracy (%)", "± CI95", "Episodes", "Fit (s)", "s / 1,000 episodes"),
+            numeric=("Rank", "Accuracy (%)", "± CI95", "Episodes", "Fit (s)", "s / 1,000 episodes"),
+            rows=cells, row_classes=classes, note=" ".join(notes))))
+    return "Leaderboard", "".join(parts)
+
+
+def accuracy_plot(data: ReportData) -> tuple[str, str]:
+    """The accuracy ± CI95 plot of every head (the run's accuracy.png)."""
+    png = render_accuracy(data.docs, "png", sources=data.sources, dpi=DPI)
+    return "Accuracy", image_html(png, "query accuracy of every head with 95% confidence intervals",
+                                  "Mean query accuracy over episodes ± 95% confidence interval (Student t).")
+
+
+def _comparisons(doc: dict) -> tuple[list[Difference], list[tuple], list[str]]:
+    """The doc's paired comparisons: forest-plot rows, table cells, row classes."""
+    per_episode = {head["name"]: head.get("per_episode") for head in doc["heads"]}
+    differences, cells, classes = [], [], []
+    for comparison in doc["comparisons"]:
+        a, b = per_episode.get(comparison["a"]), per_episode.get(comparison["b"])
+        tests = paired_tests(a, b) if a and b and len(a) == len(b) else {"t_test": None, "wilcoxon": None}
+        significant = tests["t_test"] is not None and tests["t_test"] < RANK_ALPHA
+        label = f"{comparison['a']} − {comparison['b']}"
+        differences.append(Difference(label, comparison["mean_diff"], comparison.get("ci95"), significant))
+        cells.append((comparison["a"], comparison["b"], _pct(comparison["mean_diff"]), _pct(comparison.get("ci95")),
+                      _p(tests["t_test"]), _p(tests["wilcoxon"]),
+                      f"{comparison['wins']} / {comparison['ties']} / {comparison['losses']}"))
+        classes.append("significant" if significant else "")
+    return differences, cells, classes
+
+
+def comparisons(data: ReportData) -> tuple[str, str] | None:
+    """Paired differences per results document: a forest plot and the tests behind it."""
+    parts = []
+    several = len({row.run for row in data.rows}) > 1
+    for doc, source in zip(data.docs, data.sources):
+        if not doc.get("comparisons"):
+            continue
+        differences, cells, classes = _comparisons(doc)
+        title = _setting(doc) + (f" — {next(r.run for r in data.rows if r.source == source)}" if several else "")
+        parts.append(f"<h3>{escape(title)}</h3>")
+        parts.append(image_html(forest_plot(title, differences), f"paired differences, {title}",
+                                "Blue: significant at p < 0.05 (paired t-test); grey: not significant."))
+        parts.append(table_html(ReportTable(
+            title="", columns=("a", "b", "a − b (pp)", "± CI95", "p (paired t)", "p (Wilcoxon)", "wins / ties / losses"),
+            numeric=("a − b (pp)", "± CI95", "p (paired t)", "p (Wilcoxon)"), rows=cells, row_classes=classes,
+            note="Same episodes for both heads. p: two-sided, scipy.stats.ttest_rel and scipy.stats.wilcoxon "
+                 "(zero differences dropped); n/a where every difference is zero.")))
+    return ("Paired comparisons", "".join(parts)) if parts else None
+
+
+def _diagnostic_cell(value: object) -> str:
+    if not isinstance(value, dict) or value.get("mean") is None:
+        return "n/a"
+    mean, ci95 = value["mean"], value.get("ci95")
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4g}" + ("" if ci95 is None else f" ± {ci95:.2g}")
+
+
+def diagnostics(data: ReportData) -> tuple[str, str] | None:
+    """Mean ± CI95 of each diagnostic of the fitted heads (norm, margin, sharpness, ...)."""
+    parts = []
+    several = len({row.run for row in data.rows}) > 1
+    for doc, source in zip(data.docs, data.sources):
+        keys = sorted({key for head in doc["heads"] for key in (head.get("diagnostics") or {})})
+        if not keys:
+            continue
+        title = _setting(doc) + (f" — {next(r.run for r in data.rows if r.source == source)}" if several else "")
+        rows = [(head["name"], *(_diagnostic_cell((head.get("diagnostics") or {}).get(key)) for key in keys))
+                for head in doc["heads"]]
+        parts.append(table_html(ReportTable(title=title, columns=("Head", *keys), rows=rows, numeric=keys,
+                                            note="Mean over episodes ± 95% CI (episodes where the value is finite).")))
+    return ("Diagnostics", "".join(parts)) if parts else None
+
+
+def extra_tables(data: ReportData) -> tuple[str, str] | None:
+    """Tables contributed by `EXTRA_TABLES` builders; absent when none has anything."""
+    tables = [table for builder in EXTRA_TABLES for table in builder(data)]
+    return ("More tables", "".join(table_html(table) for table in tables)) if tables else None
+
+
+SECTIONS: list[Section] = [overview, leaderboard, accuracy_plot, comparisons, diagnostics, extra_tables]
