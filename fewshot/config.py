@@ -23,7 +23,7 @@ from fewshot.tune_settings import TuneConfig
 # The demo's heads; pattern search runs both with the first-fit stop and on to a support loss of 0.1.
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
-    "logistic_regression": {}, "prototype": {}}
+    "logistic_regression": {}, "prototype": {}, "swa": {}, "max_margin": {}, "poisoned": {}}
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from episodes import Episodes
 from fewshot.config import FeaturesConfig, head_spec
 from fewshot.diagnostics import diagnose
-from fewshot.heads import HeadOptimizer, get_head
+from fewshot.heads import HeadOptimizer, Queries, get_head
 from fewshot.preprocess import preprocess
 from fewshot.results import HeadResult
 
@@ -44,7 +44,9 @@ def evaluate_chunk(label: str, head: HeadOptimizer, tensors: tuple[torch.Tensor,
     support, labels, query, query_labels = tensors
     generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, label, chunk))
     start = time.perf_counter()
-    fit = head.fit(support, labels, n_way, generator=generator)
+    # Only oracle heads see the queries; every other head gets exactly the support set.
+    oracle = {"queries": Queries(query, query_labels)} if head.oracle else {}
+    fit = head.fit(support, labels, n_way, generator=generator, **oracle)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -93,5 +95,5 @@ def evaluate_heads(features: torch.Tensor, episodes: Episodes, heads: dict[str, 
         results.append(HeadResult(name=name, config={"head": head_name, **dataclasses.asdict(head.config)},
                                   per_episode=torch.cat([part["accuracy"] for part in ordered]),
                                   fit_seconds=sum(part["seconds"] for part in ordered),
-                                  diagnostics=diagnostics))
+                                  diagnostics=diagnostics, oracle=head.oracle))
     return results

@@ -3,7 +3,8 @@
 Rows are grouped by (dataset, n_way, k_shot) and ranked by mean accuracy within a group. Rows
 of one group must come from the same episodes (same dataset and episode fingerprints): other
 episodes make accuracies incomparable, so they are refused unless explicitly allowed, and then
-marked.
+marked. Oracle heads (they saw the queries at fit time, e.g. `poisoned`) are listed as reference
+rows, marked, after the ranked rows of their group, and take no rank.
 
 Example:
     >>> rows = merge([read_results(p) for p in paths], sources=[str(p) for p in paths])
@@ -27,6 +28,7 @@ from fewshot.stats import CI_FORMULA, CI_METHOD, RANK_TEST, significance_ranks
 LEADERBOARD_SCHEMA = "fewshot.leaderboard/1"
 MISMATCH_FLAG = "--allow-mismatched-episodes"
 MISMATCH_MARK = "†"
+ORACLE_MARK = "(oracle)"
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,13 @@ class LeaderboardRow:
     Args:
         mismatched: evaluated on other episodes than most rows of its group (only with
             `allow_mismatch`).
+        oracle: the head saw the queries at fit time; a reference row with no rank.
     """
 
     dataset: str
     n_way: int
     k_shot: int
-    rank: int
+    rank: int | None
     head: str
     run: str
     accuracy: float | None
@@ -52,6 +55,7 @@ class LeaderboardRow:
     dataset_fingerprint: str
     source: str
     mismatched: bool = False
+    oracle: bool = False
 
     @property
     def group(self) -> tuple[str, int, int]:
@@ -107,7 +111,7 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
     Returns:
         Rows sorted by group (dataset, ways, shots), then mean accuracy; rank 1 + the number of
         heads significantly better (`fewshot.stats.significance_ranks`), so heads whose paired
-        difference is not significant share a rank.
+        difference is not significant share a rank. Oracle rows come last, with rank None.
     """
     sources = list(sources) if sources is not None else [f"results #{i + 1}" for i in range(len(docs))]
     groups: dict[tuple[str, int, int], list[tuple[str, dict]]] = {}
@@ -123,15 +127,19 @@ def merge(docs: Sequence[dict], *, sources: Sequence[str] | None = None,
                                    [_episode_key(doc, head) for _, doc, head in entries],
                                    ranked=[not head.get("oracle") for _, _, head in entries])
         # Rarely a head outranks one with a higher mean (something beats only the latter).
-        for rank, (source, doc, head) in sorted(zip(ranks, entries), key=lambda pair: pair[0]):
+        # Oracle heads outrank nobody and take no rank themselves: listed last, for reference.
+        oracles = [bool(head.get("oracle")) for _, _, head in entries]
+        order = sorted(zip(ranks, oracles, entries), key=lambda item: (item[1], item[0]))   # (oracle, rank)
+        for rank, oracle, (source, doc, head) in order:
             accuracy = head["accuracy"]["mean"]
+            rank = None if oracle else rank
             rows.append(LeaderboardRow(
                 dataset=group[0], n_way=group[1], k_shot=group[2], rank=rank, head=head["name"],
                 run=run_label(doc),
                 accuracy=accuracy, ci95=head["accuracy"]["ci95"], n=head["accuracy"]["n"],
                 fit_seconds=head["fit_seconds"], episodes_fingerprint=doc["episodes"]["fingerprint"],
                 dataset_fingerprint=doc["dataset"]["fingerprint"], source=source,
-                mismatched=_fingerprints(doc) != reference))
+                mismatched=_fingerprints(doc) != reference, oracle=oracle))
     return rows
 
 
@@ -176,12 +184,15 @@ def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> st
         lines = [f"### {dataset}: {n_way}-way {k_shot}-shot", "",
                  "| Rank | Head | Run | Accuracy (%) | Episodes | Fit (s) |",
                  "|---:|---|---|---:|---:|---:|"]
-        lines += [f"| {row.rank} | {_cell(row.head)}{' ' + MISMATCH_MARK if row.mismatched else ''} | "
+        lines += [f"| {'—' if row.rank is None else row.rank} | {_cell(row.head)}"
+                  f"{' ' + ORACLE_MARK if row.oracle else ''}{' ' + MISMATCH_MARK if row.mismatched else ''} | "
                   f"{_cell(row.run)} | {format_accuracy(row.accuracy, row.ci95)} | {row.n} | {row.fit_seconds:.2f} |"
                   for row in members]
         if any(row.mismatched for row in members):
             lines += ["", f"{MISMATCH_MARK} evaluated on other episodes than the rest of this table: "
                           "not directly comparable."]
+        if any(row.oracle for row in members):
+            lines += ["", f"{ORACLE_MARK} saw the query set at fit time: a reference point, not ranked."]
         parts.append("\n".join(lines))
     parts += [text for text in [band_tables_markdown(docs)] if text]
     return "\n\n".join(parts) + "\n"
@@ -190,10 +201,10 @@ def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> st
 def to_csv(rows: Sequence[LeaderboardRow]) -> str:
     """CSV, one line per row, accuracy and CI95 in percent."""
     header = ["dataset", "n_way", "k_shot", "rank", "head", "run", "accuracy_pct", "ci95_pct", "n",
-              "fit_seconds", "episodes_fingerprint", "dataset_fingerprint", "mismatched", "source"]
+              "fit_seconds", "episodes_fingerprint", "dataset_fingerprint", "mismatched", "source", "oracle"]
     return csv_text(header, [(row.dataset, row.n_way, row.k_shot, row.rank, row.head, row.run,
                               percent(row.accuracy), percent(row.ci95), row.n, row.fit_seconds,
-                              row.episodes_fingerprint, row.dataset_fingerprint, row.mismatched, row.source)
+                              row.episodes_fingerprint, row.dataset_fingerprint, row.mismatched, row.source, row.oracle)
                              for row in rows])
 
 

@@ -19,7 +19,7 @@ from fewshot.config import Config, config_to_dict
 from backbones.distributed import Ranks, barrier, gather_objects
 from fewshot.evaluate import evaluate_heads
 from fewshot.features import FeatureCache, cache_key
-from fewshot.leaderboard import merge, to_markdown
+from fewshot.leaderboard import ORACLE_MARK, merge, to_markdown
 from fewshot.plot import plot_accuracy
 from fewshot.report import write_report
 from fewshot.results import build_results, results_filename, write_csv, write_results
@@ -156,7 +156,8 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
         setting = f"{doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot"
         for head in sorted(doc["heads"], key=lambda h: -(h["accuracy"]["mean"] or -1.0)):
             accuracy = head["accuracy"]
-            table.add_row(setting, head["name"], "n/a" if accuracy["mean"] is None else f"{100 * accuracy['mean']:.2f}",
+            name = f"{head['name']} {ORACLE_MARK}" if head.get("oracle") else head["name"]
+            table.add_row(setting, name, "n/a" if accuracy["mean"] is None else f"{100 * accuracy['mean']:.2f}",
                           f"{100 * (accuracy['ci95'] or 0):.2f}", f"{head['fit_seconds']:.2f}")
     run.console.print(table)
 

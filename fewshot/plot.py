@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from episodes.errors import fail
 from episodes.io import atomic_write_bytes
-from fewshot.leaderboard import MISMATCH_MARK, LeaderboardRow, merge
+from fewshot.leaderboard import MISMATCH_MARK, ORACLE_MARK, LeaderboardRow, merge
 from fewshot.plot_bands import draw_band_panel
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -27,6 +27,7 @@ MAX_COLUMNS = 3
 
 def _label(row: LeaderboardRow, several_runs: bool) -> str:
     label = f"{row.head}\n({row.run})" if several_runs else row.head
+    label = f"{label} {ORACLE_MARK}" if row.oracle else label
     return f"{label} {MISMATCH_MARK}" if row.mismatched else label
 
 

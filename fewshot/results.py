@@ -55,6 +55,7 @@ class HeadResult:
         per_episode: query accuracy in [0, 1] per episode, shape [E].
         fit_seconds: wall time spent fitting this head on all E episodes.
         diagnostics: per-episode measurements of the fitted heads (norm, margin, ...), each [E].
+        oracle: the head saw the queries at fit time (a reference row, never ranked).
     """
 
     name: str
@@ -62,6 +63,7 @@ class HeadResult:
     per_episode: torch.Tensor
     fit_seconds: float
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+    oracle: bool = False
 
 
 def results_filename(n_way: int, k_shot: int) -> str:
@@ -124,7 +126,8 @@ def build_results(*, config: dict, dataset: dict, backbone: dict, episodes: dict
         raise ValueError(f"heads were evaluated on different numbers of episodes: {[len(v) for v in stored]}")
     head_docs = [{"name": head.name, "config": head.config, "per_episode": values,
                   "fit_seconds": float(head.fit_seconds),
-                  "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()}}
+                  "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()},
+                  **({"oracle": True} if head.oracle else {})}
                  for head, values in zip(heads, stored)]
     for head, doc in zip(heads, head_docs):
         doc.update(stored_fit_fields(head))

@@ -43,6 +43,19 @@ class HeadFit:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Queries:
+    """The query set of a batch of episodes, given at fit time to oracle heads only.
+
+    Args:
+        features: [E, Q, D] query features.
+        labels: [E, Q] query labels in [0, n_way).
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
 class HeadOptimizer(ABC):
     """Base class of head optimizers. Subclass, define `Config` (a dataclass) and `fit`.
 
@@ -51,6 +64,9 @@ class HeadOptimizer(ABC):
     """
 
     name: ClassVar[str] = ""
+    # An oracle head sees the episode's queries at fit time (`fit(..., queries=Queries(...))`):
+    # a reference point such as a deliberately bad minimum, never a method to rank.
+    oracle: ClassVar[bool] = False
 
     @dataclass
     class Config:
@@ -79,6 +95,9 @@ class HeadOptimizer(ABC):
             labels: [E, S] labels in [0, n_way).
             n_way: classes per episode.
             generator: the only source of randomness, so that fits are reproducible.
+
+        Oracle heads (`oracle = True`) also take a keyword `queries: Queries`; the evaluator
+        passes it to them only.
         """
 
     def predict(self, fit: HeadFit, features: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,10 @@ Stops (see `fewshot.heads.protocol`): with a `band`, an episode stops at the fir
 (every `check_every` steps) with 100% support accuracy and decision loss <= the band's upper
 edge, as the seed's SGD does; without one it runs all `steps`.
 
+Subclasses reuse the loop through three hooks: a per-step learning rate (`learning_rate`), the
+steps whose iterates are averaged into the returned head (`averaged_steps`, the `swa` head),
+and per-row loss weights (`row_weights` of `_fit_once`, the `poisoned` head).
+
 Example:
     >>> head = get_head("sgd", lr=0.5, steps=100)
     >>> fit = head.fit(support, labels, n_way=5, generator=torch.Generator().manual_seed(0))
@@ -25,7 +29,8 @@ from typing import Literal
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import linear_accuracy, linear_logits, linear_loss, one_hot, softmax, validate_inputs
+from fewshot.heads.common import (linear_accuracy, linear_logits, linear_loss, log_sum_exp, one_hot, softmax,
+                                  validate_inputs)
 from fewshot.heads.losses import normalized_loss, span_gram_pinv, span_norm_sq
 from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
 from fewshot.heads.starts import draw_start
@@ -68,6 +73,14 @@ class SGDHead(HeadOptimizer):
                 (0 <= c.momentum < 1, "momentum", "in [0, 1)"),
                 (c.weight_decay >= 0, "weight_decay", ">= 0"), (c.batch_size >= 0, "batch_size", ">= 0")] + protocol_rules(c)
 
+    def learning_rate(self, step: int) -> float:
+        """Learning rate of step `step` (0-based): constant here; subclasses schedule it."""
+        return self.config.lr
+
+    def averaged_steps(self) -> list[int]:
+        """1-based steps whose iterates are averaged into the returned head; [] = the last iterate."""
+        return []
+
     @property
     def uses_dual_form(self) -> bool:
         """Whether `fit` runs on the Gram matrix (exact for plain / momentum SGD from any start)."""
@@ -81,13 +94,14 @@ class SGDHead(HeadOptimizer):
                                  generator, self.config)
 
     def _fit_once(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
-                  generator: torch.Generator) -> HeadFit:
+                  generator: torch.Generator, row_weights: torch.Tensor | None = None) -> HeadFit:
+        """One fit from a fresh start; `row_weights` [S] (summing to 1) weights the rows' losses."""
         c = self.config
         episodes, _, dim = support.shape
         start = draw_start(c.init, c.init_scale, (episodes, dim + 1, n_way), generator, support.device)
         weight0, bias0 = start[:, :dim], start[:, dim] if c.bias else start.new_zeros(episodes, n_way)
         fit = self._fit_dual if self.uses_dual_form else self._fit_primal
-        weight, bias, steps = fit(support, labels, n_way, generator, weight0, bias0)
+        weight, bias, steps = fit(support, labels, n_way, generator, weight0, bias0, row_weights)
         loss = linear_loss(linear_logits(support, weight, bias), labels)
         return HeadFit(weight, bias, stats={"support_loss": loss, "steps": steps.float()})
 
@@ -124,7 +138,8 @@ class SGDHead(HeadOptimizer):
         return keys.argsort(dim=1)[:, :size].to(device)
 
     def _fit_dual(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, generator: torch.Generator,
-                  weight0: torch.Tensor, bias0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                  weight0: torch.Tensor, bias0: torch.Tensor, row_weights: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, ...]:
         """SGD on the coefficients A of W = X^T A + c W0_perp; returns (W, b, steps [E])."""
         c = self.config
         episodes, shots, _ = support.shape
@@ -141,6 +156,7 @@ class SGDHead(HeadOptimizer):
         pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" and c.band is not None else None
         steps = torch.zeros(episodes, dtype=torch.long, device=support.device)
         running = torch.ones(episodes, dtype=torch.bool, device=support.device)
+        average = _IterateAverage(self.averaged_steps())
         for step in range(c.steps):
             logits = linear_logits(gram, coef, bias)  # [E, S, N] at the current point
             if self._check(step):
@@ -152,16 +168,20 @@ class SGDHead(HeadOptimizer):
                 if not bool(running.any()):
                     break
             # Stopped episodes keep their point: their updates are scaled by 0.
-            rate = -c.lr if bool(running.all()) else -c.lr * running.to(coef.dtype)
+            lr = self.learning_rate(step)
+            rate = -lr if bool(running.all()) else -lr * running.to(coef.dtype)
             rows = self._batch_rows(episodes, shots, generator, support.device)
             if rows is None:
-                residual = softmax(logits).sub_(targets).div_(shots)
+                residual = softmax(logits).sub_(targets)
+                residual = residual.div_(shots) if row_weights is None else residual.mul_(row_weights[:, None])
             else:
                 # The loss only sees the batch rows, so dA is non-zero on those rows only.
                 batch_gram = gram.gather(1, rows.unsqueeze(-1).expand(-1, -1, shots))
                 batch_targets = targets.gather(1, rows.unsqueeze(-1).expand(-1, -1, n_way))
                 batch_residual = softmax(linear_logits(batch_gram, coef, bias))
                 batch_residual = batch_residual.sub_(batch_targets).div_(rows.shape[1])
+                if row_weights is not None:      # unbiased: E[sum_batch w_i S / B g_i] = sum_i w_i g_i
+                    batch_residual.mul_(row_weights[rows].unsqueeze(-1) * shots)
                 residual = torch.zeros_like(coef).scatter_(
                     1, rows.unsqueeze(-1).expand(-1, -1, n_way), batch_residual)
             # grad_W = X^T residual + wd * X^T A = X^T (residual + wd * A); torch.optim.SGD's
@@ -180,11 +200,15 @@ class SGDHead(HeadOptimizer):
                 bias.add_(bias_velocity * rate.view(-1, 1))
                 scale.add_(scale_velocity * rate)
             steps += running.long()
+            average.add(step + 1, coef, bias, scale)
+        # W is linear in (A, c), so averaging them averages the weights.
+        coef, bias, scale = average.result(coef, bias, scale)
         weight = torch.bmm(support.transpose(1, 2), coef) + scale.view(-1, 1, 1) * outside
         return weight, bias, steps
 
     def _fit_primal(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, generator: torch.Generator,
-                    weight0: torch.Tensor, bias0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    weight0: torch.Tensor, bias0: torch.Tensor, row_weights: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, ...]:
         """torch.optim on batched parameters: both optimizers act per coordinate, so summing
         the episodes' losses gives every episode its own independent trajectory."""
         c = self.config
@@ -202,7 +226,10 @@ class SGDHead(HeadOptimizer):
             optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=c.lr)
         else:
             optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
+        average = _IterateAverage(self.averaged_steps())
         for step in range(c.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate(step)
             if self._check(step):
                 with torch.no_grad():
                     logits = linear_logits(support, weight, bias)
@@ -213,15 +240,43 @@ class SGDHead(HeadOptimizer):
             kept = (weight.detach().clone(), bias.detach().clone())
             rows = self._batch_rows(episodes, shots, generator, support.device)
             features, batch_labels = support, labels
+            weights = None if row_weights is None else row_weights.expand(episodes, -1) * shots
             if rows is not None:
                 features = support.gather(1, rows.unsqueeze(-1).expand(-1, -1, dim))
                 batch_labels = labels.gather(1, rows)
+                weights = None if weights is None else weights.gather(1, rows)
             optimizer.zero_grad(set_to_none=True)
-            linear_loss(linear_logits(features, weight, bias), batch_labels).sum().backward()
+            logits = linear_logits(features, weight, bias)
+            if weights is None:
+                linear_loss(logits, batch_labels).sum().backward()
+            else:   # weighted mean: rows' cross-entropies times w_i * S, averaged
+                row_loss = log_sum_exp(logits).squeeze(-1) - logits.gather(-1, batch_labels.unsqueeze(-1)).squeeze(-1)
+                (row_loss * weights).mean(dim=1).sum().backward()
             optimizer.step()
             if not bool(running.all()):  # stopped episodes keep their point
                 with torch.no_grad():
                     weight.copy_(torch.where(running.view(-1, 1, 1), weight, kept[0]))
                     bias.copy_(torch.where(running.view(-1, 1), bias, kept[1]))
             steps += running.long()
-        return weight.detach(), bias.detach(), steps
+            average.add(step + 1, weight.detach(), bias.detach())
+        weight, bias = average.result(weight.detach(), bias.detach())
+        return weight, bias, steps
+
+
+class _IterateAverage:
+    """Running mean of the iterates (any tensors) of chosen 1-based steps (none: keep the last)."""
+
+    def __init__(self, steps: list[int]):
+        self.steps, self.count = set(steps), 0
+        self.sums: list[torch.Tensor] | None = None
+
+    def add(self, step: int, *iterate: torch.Tensor) -> None:
+        if step in self.steps:
+            self.count += 1
+            self.sums = [part.clone() for part in iterate] if self.sums is None else \
+                [total.add_(part) for total, part in zip(self.sums, iterate)]
+
+    def result(self, *last: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.sums is None:
+            return last
+        return tuple(total / self.count for total in self.sums)

@@ -61,7 +61,7 @@ def test_json_keeps_fractions():
     assert doc["rows"][0] == {"dataset": "cifar_fs", "n_way": 5, "k_shot": 5, "rank": 1, "head": "sgd",
                               "run": "baseline", "accuracy": 0.8123, "ci95": 0.0072, "n": 600, "fit_seconds": 0.5,
                               "episodes_fingerprint": "ep-5shot", "dataset_fingerprint": "data-1",
-                              "source": SOURCES[0], "mismatched": False}
+                              "source": SOURCES[0], "mismatched": False, "oracle": False}
 
 
 def test_one_table_per_dataset_and_shot_setting():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from episodes.errors import UserError
-from fewshot.heads import available_heads, get_head
+from fewshot.heads import Queries, available_heads, get_head, head_class
 
 BUILT_IN = ["logistic_regression", "prototype", "sgd"]
 
@@ -39,6 +39,15 @@ def good_inputs():
     return support, labels
 
 
+def fit_kwargs(name: str, support: torch.Tensor) -> dict:
+    """The generator, and for oracle heads well-formed queries (so the support checks are what fails)."""
+    kwargs = {"generator": torch.Generator().manual_seed(0)}
+    if head_class(name).oracle:
+        features = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(1))
+        kwargs["queries"] = Queries(features, torch.tensor([[0, 1, 2, 0]] * 2))
+    return kwargs
+
+
 BAD_INPUTS = {
     "nan feature": lambda s, l: (s.index_fill(2, torch.tensor([1]), float("nan")), l),
     "inf feature": lambda s, l: (s.index_fill(1, torch.tensor([0]), float("-inf")), l),
@@ -54,14 +63,21 @@ BAD_INPUTS = {
 def test_bad_inputs_are_user_errors_for_every_head(name, bad):
     support, labels = BAD_INPUTS[bad](*good_inputs())
     with pytest.raises(UserError):
-        get_head(name).fit(support, labels, 3, generator=torch.Generator().manual_seed(0))
+        get_head(name).fit(support, labels, 3, **fit_kwargs(name, good_inputs()[0]))
 
 
 @pytest.mark.parametrize("name", available_heads())
 def test_every_head_returns_batched_float32_heads_of_the_right_shapes(name):
     support, labels = good_inputs()
-    fit = get_head(name).fit(support, labels, 3, generator=torch.Generator().manual_seed(0))
+    fit = get_head(name).fit(support, labels, 3, **fit_kwargs(name, support))
     assert fit.weight.shape == (2, 8, 3) and fit.weight.dtype == torch.float32
     assert fit.bias.shape == (2, 3) and fit.bias.dtype == torch.float32
     for stat in fit.stats.values():
         assert stat.shape == (2,)
+
+
+@pytest.mark.parametrize("name", [name for name in available_heads() if head_class(name).oracle])
+def test_an_oracle_head_without_queries_is_a_clear_error(name):
+    support, labels = good_inputs()
+    with pytest.raises(UserError, match="oracle.*no queries were given"):
+        get_head(name).fit(support, labels, 3, generator=torch.Generator().manual_seed(0))
