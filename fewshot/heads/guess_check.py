@@ -20,13 +20,14 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
+from fewshot.volume.exact_head import exact_settings, fit_exact_head
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
 
@@ -44,6 +45,11 @@ class GuessCheckHead(HeadOptimizer):
             max_guesses: budget per episode; an episode that runs out is reported `failed`.
             loss_threshold: also require support loss below this; None = accuracy only.
             batch: guesses per episode per batch; 0 picks it from the problem size.
+            method: `rejection` draws heads as above; `exact` samples the head rejection would
+                accept with an unlimited budget, and its log10 P(fit) (stat `log10_volume`), in
+                logit space (`fewshot.volume`). A uniform prior runs there as the Gaussian with
+                std scale / sqrt(3): a CLT approximation (stat `clt_approximation`).
+            exact: `fewshot.volume.SplittingSettings` for `exact` (chains, repeats, sweeps, ...).
         """
 
         distribution: Literal["uniform", "gaussian"] = "uniform"
@@ -52,12 +58,14 @@ class GuessCheckHead(HeadOptimizer):
         max_guesses: int = 100_000
         loss_threshold: float | None = None
         batch: int = 0
+        method: Literal["rejection", "exact"] = "rejection"
+        exact: dict[str, Any] = field(default_factory=dict)
 
     def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
         return [(c.scale > 0, "scale", "> 0"), (c.max_guesses >= 1, "max_guesses", ">= 1"),
                 (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
-                (c.batch >= 0, "batch", ">= 0")]
+                (c.batch >= 0, "batch", ">= 0"), (exact_settings(self) is not None, "exact", "valid")]
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
         c = self.config
@@ -70,6 +78,8 @@ class GuessCheckHead(HeadOptimizer):
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
         validate_inputs(support, labels, n_way)
+        if self.config.method == "exact":
+            return fit_exact_head(self, support, labels, n_way, generator=generator)
         c, labels = self.config, labels.long()
         support = support.float()
         episodes, shots, dim = support.shape
