@@ -18,11 +18,14 @@ import yaml
 from backbones.config import BackboneConfig, PretrainConfig
 from episodes.config import DatasetConfig, EpisodesConfig
 from episodes.errors import fail
+from fewshot.volume.config import VolumeConfig
 
 # The demo's heads; pattern search runs both with the seed's stop rule and on to a support loss of 0.1.
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
-    "logistic_regression": {}, "prototype": {}}
+    "logistic_regression": {}, "prototype": {},
+    "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian"}}
+DEMO_VOLUME_EPISODES = 100  # the demo's volume analysis covers the first 100 episodes of each setting
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_HEADS))
+    volume: VolumeConfig = field(default_factory=lambda: VolumeConfig(enabled=True, episodes=DEMO_VOLUME_EPISODES))
 
 
 def _type_name(kind: Any) -> str:
@@ -178,6 +182,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     config = build_dataclass(Config, tree)
     if "heads" in tree:  # a config's heads replace the demo's list instead of adding to it
         config.heads = _coerce(dict[str, dict[str, Any]], tree["heads"] or {}, "heads")
+    if path:  # a config file's volume section starts from VolumeConfig (off), not the demo's
+        config.volume = build_dataclass(VolumeConfig, tree.get("volume"), "volume")
     validate_heads(config)
     return config
 

@@ -21,6 +21,7 @@ from typing import Sequence
 from episodes.errors import fail
 from fewshot.results import csv_text, percent
 from fewshot.stats import CI_FORMULA, CI_METHOD
+from fewshot.volume.report import volume_markdown
 
 LEADERBOARD_SCHEMA = "fewshot.leaderboard/1"
 MISMATCH_FLAG = "--allow-mismatched-episodes"
@@ -125,8 +126,13 @@ def format_accuracy(accuracy: float, ci95: float | None) -> str:
     return f"{100 * accuracy:.2f} ± " + ("n/a" if ci95 is None else f"{100 * ci95:.2f}")
 
 
-def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
-    """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95."""
+def to_markdown(rows: Sequence[LeaderboardRow], volumes: Sequence[dict] = ()) -> str:
+    """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95.
+
+    Args:
+        rows: merged leaderboard rows.
+        volumes: results documents whose `volume` sections get a table after the ranking.
+    """
     parts = [f"Accuracy (%): mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA})."]
     for (dataset, n_way, k_shot), members in groupby(rows, key=lambda row: row.group):
         members = list(members)
@@ -140,7 +146,14 @@ def to_markdown(rows: Sequence[LeaderboardRow]) -> str:
             lines += ["", f"{MISMATCH_MARK} evaluated on other episodes than the rest of this table: "
                           "not directly comparable."]
         parts.append("\n".join(lines))
+    if volume_text := volume_table(volumes):
+        parts.append(volume_text.rstrip("\n"))
     return "\n\n".join(parts) + "\n"
+
+
+def volume_table(docs: Sequence[dict]) -> str:
+    """The volume analysis tables of results documents that have one ("" if none)."""
+    return volume_markdown(docs)
 
 
 def to_csv(rows: Sequence[LeaderboardRow]) -> str:

@@ -22,6 +22,8 @@ from fewshot.features import FeatureCache, cache_key
 from fewshot.leaderboard import merge, to_markdown
 from fewshot.plot import plot_accuracy
 from fewshot.results import build_results, read_results, results_filename, write_csv, write_results
+from fewshot.volume.analysis import analyze_volume
+from fewshot.volume.report import plot_volume
 
 IMAGE_PREPROCESSING = "backbones.augment.to_float/v1"
 
@@ -101,6 +103,8 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         checkpoint: the backbone checkpoint.
         run: output directory, device, console, ranks.
     """
+    if config.volume.enabled:
+        config.volume.check("volume")  # before any work, so bad settings leave no partial output
     sha = checkpoint_sha256(checkpoint)
     model, info = load_checkpoint(checkpoint, device=run.device)
     features = split_features(config, dataset, model, sha, run)
@@ -132,6 +136,11 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
             episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
                       "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
             heads=heads)
+        if config.volume.enabled:
+            doc["volume"] = analyze_volume(features, episodes, heads, config.features, config.volume,
+                                           seed=settings.seed, device=run.device, rank=run.ranks.rank,
+                                           world_size=run.ranks.world_size,
+                                           gather=lambda value: gather_objects(value, run.ranks))
         if run.ranks.is_main:
             write_results(path, doc)
         docs.append(doc)
@@ -143,8 +152,10 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
 def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     """results.csv, leaderboard.md, accuracy.png and a summary table of a run's results."""
     write_csv(run.output_dir / "results.csv", docs)
-    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs)))
+    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs), volumes=docs))
     plot_accuracy(docs, run.output_dir / "accuracy.png")
+    if any("volume" in doc for doc in docs):
+        plot_volume(docs, run.output_dir / "volume.png")
     table = Table(title=f"Results in {run.output_dir}")
     for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):
         table.add_column(column, justify="right" if column != "head" else "left")

@@ -49,7 +49,7 @@ class SplittingSettings:
     chains: int = 64
     repeats: int = 4
     level_fraction: float = 0.5
-    sweeps: int = 2
+    sweeps: int = 5
     burn_in: int = 4
     max_levels: int = 5000
 
