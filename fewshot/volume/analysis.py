@@ -61,23 +61,41 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     queries = query_labels.shape[1]
     s, s_b = config.gaussian_scales()
     prior = LogitPrior.from_features(torch.cat([support, query], 1), scale=s, bias_scale=s_b)
+    support_prior = LogitPrior.from_features(support, scale=s, bias_scale=s_b)
     labels, query_labels = labels.cpu().long(), query_labels.cpu().long()
     points = torch.arange(shots + queries).expand(episodes, -1)
-    fits = Constraints.beat_all(points[:, :shots], labels, n_way, prior)
+    fits = Constraints.beat_all(points[:, :shots], labels, n_way, support_prior)
     settings, repeats = config.splitting(), config.repeats
-    fit = split_volume(prior, fits, n_way, _streams(seed, setting, ids, "fit", repeats), settings)
-    correct = (fit.samples[..., shots:, :].argmax(-1) == query_labels[:, None, None]).double().mean(-1)  # [E, R, C]
+    fit = split_volume(support_prior, fits, n_way, _streams(seed, setting, ids, "fit", repeats), settings)
+    query_logits = query_given_support(prior, fit.samples.flatten(1, 2), shots,
+                                       _streams(seed, setting, ids, "query", 1))
+    correct = (query_logits.argmax(-1) == query_labels[:, None]).double().mean(-1).view(episodes, repeats, -1)
     run_means = correct.mean(2)
     out = {"log10_volume": fit.log10, "log10_volume_se": fit.se, "levels": fit.levels.double().mean(1),
            "expected_accuracy": run_means.mean(1),
            "expected_accuracy_se": run_means.std(1, unbiased=True) / math.sqrt(repeats),
-           "chain_accuracy": correct.flatten(1)}
+           "chain_accuracy": correct.flatten(1), "stalled": fit.stalled.double()}
     if config.poisoned:
         for part, target in (("good", query_labels), ("poisoned", (query_labels + 1) % n_way)):
             both = fits.cat(Constraints.beat_all(points[:, shots:], target, n_way, prior))
             result = split_volume(prior, both, n_way, _streams(seed, setting, ids, part, repeats), settings)
             out[f"log10_volume_{part}"], out[f"log10_volume_{part}_se"] = result.log10, result.se
+            out["stalled"] = out["stalled"] + result.stalled.double()
     return out
+
+
+def query_given_support(prior: LogitPrior, support_logits: torch.Tensor, shots: int, streams: Streams) -> torch.Tensor:
+    """Query logits [E, C, Q, N] drawn from the Gaussian conditional given support logits [E, C, S, N].
+
+    Matheron's rule on the joint prior of support and query logits: z_q = z0_q + K_qs K_ss^+ (z_s - z0_s)
+    with z0 a fresh joint prior draw.
+    """
+    episodes, chains, _, n_way = support_logits.shape
+    joint = prior.sample(streams.randn((chains, prior.factor.shape[1], n_way)))
+    gram = prior.factor @ prior.factor.transpose(1, 2)
+    support_gram = gram[:, :shots, :shots]
+    gain = gram[:, shots:, :shots] @ torch.linalg.pinv(support_gram, hermitian=True)      # [E, Q, S]
+    return joint[:, :, shots:] + torch.einsum("eqs,ecsn->ecqn", gain, support_logits - joint[:, :, :shots])
 
 
 def _percentile(chain_accuracy: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
@@ -144,6 +162,7 @@ def summarize_volume(values: dict[str, torch.Tensor], heads: Sequence[HeadResult
         "error": f"se from {config.repeats} independent splitting runs per episode (delta method on log10 of "
                  "their mean); mc_se = Monte Carlo error of the mean over episodes; ci95 = over episodes",
         "levels_mean": float(values["levels"].mean()),
+        "stalled_episodes": int((values["stalled"] > 0).sum()),
         "log10_volume": _estimate(values["log10_volume"], values["log10_volume_se"]),
         "expected_accuracy": _estimate(values["expected_accuracy"], values["expected_accuracy_se"]),
     }

@@ -94,7 +94,7 @@ def fit_exact(support: torch.Tensor, labels: torch.Tensor, n_way: int, *, distri
     logits = chains[torch.arange(episodes), pick]
     weight, bias_values = weights_given_logits(support.cpu(), logits, prior, own)
     stats = {"log10_volume": log10, "log10_volume_se": se, "levels": result.levels.double().mean(1),
-             "failed": failed.double(), "support_loss": loss.gather(1, pick.unsqueeze(1)).squeeze(1),
+             "failed": failed.double(), "stalled": result.stalled.double(), "support_loss": loss.gather(1, pick.unsqueeze(1)).squeeze(1),
              "clt_approximation": torch.full((episodes,), float(distribution == "uniform"))}
     device, dtype = support.device, support.dtype
     return HeadFit(weight.to(device, dtype), bias_values.to(device, dtype),

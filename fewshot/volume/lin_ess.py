@@ -103,10 +103,13 @@ def feasible_arc_sample(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, u
     alpha = torch.arccos(cos_alpha)
     length = TWO_PI - 2 * alpha                                     # the infeasible arc
     low = torch.remainder(phase + alpha, TWO_PI)
-    # t = 0 is feasible, so no infeasible arc wraps past 2 pi (round-off only: clipped).
+    high = low + length
+    # Arcs that wrap past 2 pi also cover [0, high - 2 pi]: all such pieces start at 0, so their
+    # union is one interval [0, head]. (A point exactly on a boundary makes one; never drop it.)
+    head = (high - TWO_PI).amax(dim=-1, keepdim=True).clamp_min(0.0)
     lows, order = low.sort(dim=-1)
-    highs = (lows + length.gather(-1, order)).clamp_max(TWO_PI)
-    covered = torch.cat([torch.zeros_like(highs[..., :1]), highs.cummax(dim=-1).values], -1)
+    highs = high.gather(-1, order).clamp_max(TWO_PI)
+    covered = torch.cat([head, torch.maximum(highs.cummax(dim=-1).values, head)], -1)
     starts = covered[..., :-1]
     gaps = (lows - starts).clamp_min(0.0)                           # feasible piece before each arc
     tail = (TWO_PI - covered[..., -1:]).clamp_min(0.0)              # and after the last one

@@ -43,7 +43,7 @@ class SplittingSettings:
         level_fraction: conditional probability targeted at each level, in (0, 1).
         sweeps: LIN-ESS moves per chain after each level's resampling.
         burn_in: extra moves at the final level before samples are returned.
-        max_levels: give up (a clear error) after this many levels.
+        max_levels: stop a run after this many levels and flag its episode `stalled`.
     """
 
     chains: int = 64
@@ -51,7 +51,7 @@ class SplittingSettings:
     level_fraction: float = 0.5
     sweeps: int = 5
     burn_in: int = 4
-    max_levels: int = 5000
+    max_levels: int = 1000
 
     def check(self, where: str) -> None:
         """Fail with a message naming `where.key` on a bad setting."""
@@ -70,7 +70,8 @@ class SplitResult:
     """Per episode: log10 P [E], its standard error [E], levels used [E, repeats], and samples.
 
     `samples` [E, repeats, C, P, N] are logits restricted to the polyhedron (undefined where
-    `log10` is -inf: no chain got there); `run_log10` [E, repeats] are the independent estimates.
+    `log10` is -inf: no chain got there); `run_log10` [E, repeats] are the independent estimates;
+    `stalled` [E] marks episodes where a run hit `max_levels` (its estimate is then unreliable).
     """
 
     log10: torch.Tensor
@@ -78,6 +79,7 @@ class SplitResult:
     run_log10: torch.Tensor
     levels: torch.Tensor
     samples: torch.Tensor
+    stalled: torch.Tensor
 
 
 def _resample(z: torch.Tensor, score: torch.Tensor, level: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -115,6 +117,7 @@ def split_volume(prior: LogitPrior, constraints: Constraints, n_way: int, stream
     shift = torch.full((problems,), math.inf, dtype=torch.float64)
     levels = torch.zeros(problems, dtype=torch.long)
     active = torch.ones(problems, dtype=torch.bool)
+    stalled = torch.zeros(problems, dtype=torch.bool)
     keep = max(1, math.ceil(settings.level_fraction * chains))
     while bool(active.any()):
         index = active.nonzero().squeeze(1)
@@ -127,10 +130,11 @@ def split_volume(prior: LogitPrior, constraints: Constraints, n_way: int, stream
         fraction = (s >= level.unsqueeze(1)).double().mean(1)
         log_p[index] += fraction.log()
         levels[index] += 1
-        if int(levels.max()) > settings.max_levels:
-            raise fail(f"Multilevel splitting needed more than {settings.max_levels} levels.",
-                       "Raise volume.max_levels or volume.level_fraction (the probability is below "
-                       f"about {settings.level_fraction ** settings.max_levels:.1e}).")
+        # A problem out of levels stops here: its chains collapsed into a corner LIN-ESS cannot leave.
+        # Its estimate so far bounds P from above; it is flagged `stalled`, never silently mixed in.
+        out = levels[index] >= settings.max_levels
+        stalled[index[out & ~final]] = True
+        final = final | out
         z[index] = _resample(z[index], s, level, streams.rand((chains,), index))
         shift[index] = -level
         moves = torch.where(final, settings.burn_in, settings.sweeps)
@@ -146,7 +150,7 @@ def split_volume(prior: LogitPrior, constraints: Constraints, n_way: int, stream
     run_log10 = (log_p / math.log(10)).view(episodes, repeats)
     log10, se = _combine(run_log10)
     return SplitResult(log10, se, run_log10, levels.view(episodes, repeats),
-                       z.view(episodes, repeats, chains, points, n_way))
+                       z.view(episodes, repeats, chains, points, n_way), stalled.view(episodes, repeats).any(1))
 
 
 def _combine(run_log10: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
