@@ -29,7 +29,7 @@ def _pm(estimate: dict, scale: float = 1.0, digits: int = 2) -> str:
         return "n/a"
     ci = estimate.get("ci95")
     text = f"{scale * estimate['mean']:.{digits}f} ± " + ("n/a" if ci is None else f"{scale * ci:.{digits}f}")
-    return text + f" (MC ± {scale * estimate['mc_se']:.{digits}f})"
+    return text + (f" (MC ± {scale * estimate['mc_se']:.{digits}f})" if "mc_se" in estimate else "")
 
 
 def volume_markdown(docs: Sequence[dict]) -> str:
@@ -53,7 +53,7 @@ def volume_markdown(docs: Sequence[dict]) -> str:
                 lines.append(f"| {name.replace('_', ' ')} | {_pm(volume[name])} |")
         lines += ["", "| Head | Query accuracy (%) | Percentile within the fitting region by volume |", "|---|---:|---:|"]
         for name, head in volume["heads"].items():
-            lines.append(f"| {name} | {100 * head['accuracy_mean']:.2f} | {_pm(head['percentile'], 1, 1).split(' (')[0]} |")
+            lines.append(f"| {name} | {100 * head['accuracy_mean']:.2f} | {_pm(head['percentile'], 1, 1)} |")
         parts.append("\n".join(lines))
     if not parts:
         return ""
