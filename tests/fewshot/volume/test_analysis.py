@@ -50,3 +50,14 @@ def test_percentile_is_mid_rank():
     chains = torch.tensor([[0.0, 0.5, 0.5, 1.0]])
     assert float(analysis._percentile(chains, torch.tensor([0.5]))[0]) == 50.0
     assert float(analysis._percentile(chains, torch.tensor([1.0]))[0]) == 87.5
+
+
+def test_bad_volume_settings_fail_clearly():
+    import pytest
+    from episodes.errors import UserError
+    from fewshot.config import load_config
+    for override, key in (("volume.scale=0", "volume.scale"), ("volume.chains=1", "volume.chains"),
+                          ("volume.scale=-1", "volume.scale")):
+        config = load_config(None, [override])
+        with pytest.raises(UserError, match=key):
+            config.volume.check("volume")
