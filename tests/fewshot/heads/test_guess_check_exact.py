@@ -102,3 +102,17 @@ def test_nan_features_fail_clearly():
     with pytest.raises(UserError, match="NaN"):
         get_head("guess_check", method="exact").fit(support, torch.tensor([[0, 1]]), 2,
                                                     generator=torch.Generator().manual_seed(0))
+
+
+def test_loss_threshold_is_one_more_level():
+    """Heads meet the threshold and the volume shrinks by the fraction of fitting heads below it."""
+    support, labels, _, _ = _episode(2, 2)
+    batch = lambda t: t.expand(20, *t.shape)  # noqa: E731
+    settings = {"chains": 64, "repeats": 2}
+    plain = get_head("guess_check", distribution="gaussian", method="exact", exact=settings)
+    strict = get_head("guess_check", distribution="gaussian", method="exact", exact=settings, loss_threshold=0.3)
+    a = plain.fit(batch(support), batch(labels), 2, generator=torch.Generator().manual_seed(0))
+    b = strict.fit(batch(support), batch(labels), 2, generator=torch.Generator().manual_seed(0))
+    ok = b.stats["failed"] == 0
+    assert bool(ok.any()) and bool((b.stats["support_loss"][ok] < 0.3).all())
+    assert float(b.stats["log10_volume"].mean()) < float(a.stats["log10_volume"].mean())
