@@ -13,7 +13,6 @@ guess measured at 5-way 5-shot).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch

@@ -28,7 +28,7 @@ from fewshot.heads.base import HeadFit
 from fewshot.heads.common import linear_loss
 from fewshot.volume.gaussian import LogitPrior
 from fewshot.volume.lin_ess import Constraints
-from fewshot.volume.splitting import SplittingSettings, _combine, split_volume
+from fewshot.volume.splitting import SplittingSettings, combine_runs, split_volume
 from fewshot.volume.streams import Streams
 
 __all__ = ["prior_scales", "fit_exact", "weights_given_logits"]
@@ -84,7 +84,7 @@ def fit_exact(support: torch.Tensor, labels: torch.Tensor, n_way: int, *, distri
         allowed = loss < loss_threshold
         below = allowed.view(result.run_log10.shape + (-1,)).double().mean(-1)
         run_log10 = run_log10 + below.log10()
-    log10, se = _combine(run_log10)
+    log10, se = combine_runs(run_log10)
     failed = ~allowed.any(dim=1) | ~torch.isfinite(result.log10)
     # Uniform among allowed chains (all chains of all repeats are draws from the cone).
     rank = own.rand(()) * allowed.sum(1).clamp_min(1)

@@ -31,7 +31,7 @@ from fewshot.volume.gaussian import LogitPrior
 from fewshot.volume.lin_ess import Constraints, lin_ess_step
 from fewshot.volume.streams import Streams
 
-__all__ = ["SplittingSettings", "SplitResult", "split_volume"]
+__all__ = ["SplittingSettings", "SplitResult", "split_volume", "combine_runs"]
 MIN_SHIFT = 1e-9  # a level this close to the cone is the cone (stops contradictory constraints looping)
 
 
@@ -148,12 +148,12 @@ def split_volume(prior: LogitPrior, constraints: Constraints, n_way: int, stream
         score[index] = constraints.take(index).score(z[index])
         active[index[final]] = False
     run_log10 = (log_p / math.log(10)).view(episodes, repeats)
-    log10, se = _combine(run_log10)
+    log10, se = combine_runs(run_log10)
     return SplitResult(log10, se, run_log10, levels.view(episodes, repeats),
                        z.view(episodes, repeats, chains, points, n_way), stalled.view(episodes, repeats).any(1))
 
 
-def _combine(run_log10: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def combine_runs(run_log10: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log10 of the mean of independent estimates and its delta-method standard error."""
     repeats = run_log10.shape[1]
     top = run_log10.amax(1, keepdim=True)

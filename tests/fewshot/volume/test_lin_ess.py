@@ -1,7 +1,6 @@
 """LIN-ESS: the arc sampler against a grid reference, and sampler output against known marginals."""
 import math
 
-import pytest
 import scipy.stats
 import torch
 

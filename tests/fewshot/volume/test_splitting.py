@@ -57,9 +57,9 @@ def test_contradictory_duplicates_give_zero_volume_not_a_loop():
 
 def test_volumes_far_below_1e_minus_300_are_numbers_not_underflows():
     """Estimates are kept as log10: combining runs at 1e-300 and 1e-1000 stays exact."""
-    from fewshot.volume.splitting import _combine
+    from fewshot.volume.splitting import combine_runs
     runs = torch.tensor([[-300.0, -300.0 + math.log10(3)], [-1000.0, -1000.0]], dtype=torch.float64)
-    log10, se = _combine(runs)
+    log10, se = combine_runs(runs)
     assert torch.allclose(log10, torch.tensor([-300 + math.log10(2), -1000.0], dtype=torch.float64))
     assert bool(torch.isfinite(se).all()) and float(se[1]) == 0.0
 
