@@ -25,10 +25,10 @@ DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
     "logistic_regression": {}, "prototype": {},
     "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian",
-                          "exact": {"chains": 16, "repeats": 2, "sweeps": 2, "max_levels": 150}}}
-# The demo's volume analysis: first 50 episodes per setting, sized to fit its time budget
+                          "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 300}}}
+# The demo's volume analysis: first 100 episodes per setting, sized to fit its time budget
 # (good/poisoned volumes are off: they do not fit it, see docs/readme/issue8.md).
-DEMO_VOLUME = {"enabled": True, "episodes": 50, "chains": 64, "repeats": 2, "sweeps": 3, "max_levels": 300,
+DEMO_VOLUME = {"enabled": True, "episodes": 100, "chains": 32, "repeats": 2, "sweeps": 1, "max_levels": 300,
                "poisoned": False}
 
 

@@ -6,9 +6,9 @@ slice sampling), `splitting` (multilevel splitting for log P(polyhedron)), `exac
 `report` (its leaderboard table and plot). See DESIGN.md, "Guess & check, exactly, in logit space".
 """
 from fewshot.volume.gaussian import LogitPrior
-from fewshot.volume.lin_ess import Constraints, feasible_arc_sample, lin_ess_step
+from fewshot.volume.lin_ess import Constraints, feasible_arc_sample, lin_ess_class_step, lin_ess_step
 from fewshot.volume.splitting import SplitResult, SplittingSettings, split_volume
 from fewshot.volume.streams import Streams, stream_seed
 
-__all__ = ["LogitPrior", "Constraints", "feasible_arc_sample", "lin_ess_step", "SplitResult",
+__all__ = ["LogitPrior", "Constraints", "feasible_arc_sample", "lin_ess_step", "lin_ess_class_step", "SplitResult",
            "SplittingSettings", "split_volume", "Streams", "stream_seed"]

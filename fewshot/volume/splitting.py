@@ -6,10 +6,11 @@ normalized by their prior standard deviation). Levels are chosen adaptively: wit
 level k, the next shift is the one that keeps a fraction `level_fraction` of them (adaptive
 multilevel splitting, Cerou & Guyader 2007), and that fraction is the level's conditional
 probability. Killed chains restart from copies of survivors and every chain makes `sweeps`
-LIN-ESS moves at the new level. The last level keeps the fraction of chains that satisfy the
-unshifted constraints; its survivors, after `burn_in` more moves, are the returned samples of
-the prior restricted to the polyhedron. Level 0 is the prior itself (exact draws): a large shift
-makes every point feasible, so no initial feasible point has to be searched for.
+LIN-ESS sweeps at the new level (one move per class column, `lin_ess_class_step`). The last
+level keeps the fraction of chains that satisfy the unshifted constraints; its survivors, after
+`burn_in` more sweeps, are the returned samples of the prior restricted to the polyhedron.
+Level 0 is the prior itself (exact draws): a large shift makes every point feasible, so no
+initial feasible point has to be searched for.
 
 The estimate is accumulated as a sum of logs, so 1e-300 and far below are fine. Its error comes
 from `repeats` independent runs per episode (own streams, own levels): the estimate is log10 of
@@ -28,7 +29,7 @@ import torch
 
 from episodes.errors import fail
 from fewshot.volume.gaussian import LogitPrior
-from fewshot.volume.lin_ess import Constraints, lin_ess_step
+from fewshot.volume.lin_ess import Constraints, lin_ess_class_step
 from fewshot.volume.streams import Streams
 
 __all__ = ["SplittingSettings", "SplitResult", "split_volume", "combine_runs"]
@@ -49,8 +50,8 @@ class SplittingSettings:
     chains: int = 64
     repeats: int = 4
     level_fraction: float = 0.5
-    sweeps: int = 5
-    burn_in: int = 4
+    sweeps: int = 2
+    burn_in: int = 2
     max_levels: int = 1000
 
     def check(self, where: str) -> None:
@@ -144,7 +145,7 @@ def split_volume(prior: LogitPrior, constraints: Constraints, n_way: int, stream
             sub = index[move]
             sub_prior = LogitPrior(prior.factor[sub], prior.eigenvalues[sub], prior.eigenvectors[sub],
                                    prior.scale, prior.bias_scale)
-            z[sub] = lin_ess_step(z[sub], shift[sub], constraints.take(sub), sub_prior, streams, sub)
+            z[sub] = lin_ess_class_step(z[sub], shift[sub], constraints.take(sub), sub_prior, streams, sub)
         score[index] = constraints.take(index).score(z[index])
         active[index[final]] = False
     run_log10 = (log_p / math.log(10)).view(episodes, repeats)
