@@ -1,10 +1,11 @@
 """LIN-ESS: the arc sampler against a grid reference, and sampler output against known marginals."""
 import math
 
+import pytest
 import scipy.stats
 import torch
 
-from fewshot.volume import Constraints, LogitPrior, Streams, feasible_arc_sample, lin_ess_step
+from fewshot.volume import Constraints, LogitPrior, Streams, feasible_arc_sample, lin_ess_class_step, lin_ess_step
 
 GRID = 200_001
 
@@ -42,7 +43,8 @@ def test_arc_sampler_on_a_cone_stays_on_the_arc_through_zero():
     assert bool((values >= -1e-9).all())
 
 
-def test_half_space_truncated_gaussian_marginal_is_half_normal():
+@pytest.mark.parametrize("step", [lin_ess_step, lin_ess_class_step])
+def test_half_space_truncated_gaussian_marginal_is_half_normal(step):
     """2-way, one point: z_0 - z_1 >= 0 cuts N(0, K) in half; along the normal it is half-normal."""
     chains = 2000
     features = torch.tensor([[[0.6, 0.8, 0.0]]])
@@ -52,7 +54,7 @@ def test_half_space_truncated_gaussian_marginal_is_half_normal():
     z[..., 0] = 1e-3                                           # feasible start
     streams = Streams([7])
     for _ in range(30):
-        z = lin_ess_step(z, torch.zeros(1, dtype=torch.float64), constraints, prior, streams, torch.tensor([0]))
+        z = step(z, torch.zeros(1, dtype=torch.float64), constraints, prior, streams, torch.tensor([0]))
     normal = constraints.values(z)[0, :, 0]                    # (z_0 - z_1) / its prior std
     assert bool((normal >= 0).all())
     assert scipy.stats.kstest(normal.numpy(), scipy.stats.halfnorm.cdf).pvalue > 1e-3
