@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=1.5, help="noise / centre norm ratio (per dim)")
     parser.add_argument("--chains", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument("--sweeps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
