@@ -19,11 +19,18 @@ from backbones.config import BackboneConfig, PretrainConfig
 from episodes.config import DatasetConfig, EpisodesConfig
 from episodes.errors import fail
 from fewshot.tune_settings import TuneConfig
+from fewshot.volume.config import VolumeConfig
 
 # The demo's heads; pattern search runs both with the first-fit stop and on to a support loss of 0.1.
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
-    "logistic_regression": {}, "prototype": {}, "swa": {}, "max_margin": {}, "poisoned": {}}
+    "logistic_regression": {}, "prototype": {}, "swa": {}, "max_margin": {}, "poisoned": {},
+    "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian",
+                          "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 300}}}
+# The demo's volume analysis: first 100 episodes per setting, sized to fit its time budget
+# (good/poisoned volumes are off: they do not fit it, see the README's "The volume lab").
+DEMO_VOLUME = {"enabled": True, "episodes": 100, "chains": 32, "repeats": 2, "sweeps": 1, "max_levels": 300,
+               "poisoned": False}
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Config:
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_HEADS))
     tune: TuneConfig = field(default_factory=TuneConfig)
+    volume: VolumeConfig = field(default_factory=lambda: VolumeConfig(**DEMO_VOLUME))
 
 
 def _type_name(kind: Any) -> str:
@@ -192,6 +200,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         config.heads = _coerce(dict[str, dict[str, Any]], tree["heads"] or {}, "heads")
     from fewshot.bands import expand_bands
     config.heads = expand_bands(config.heads)  # `bands: [[low, high], ...]`: one entry per band
+    if path:  # a config file's volume section starts from VolumeConfig (off), not the demo's
+        config.volume = build_dataclass(VolumeConfig, tree.get("volume"), "volume")
     validate_heads(config)
     return config
 

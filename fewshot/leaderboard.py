@@ -24,6 +24,7 @@ from episodes.errors import fail
 from fewshot.bands import band_tables_markdown
 from fewshot.results import csv_text, percent
 from fewshot.stats import CI_FORMULA, CI_METHOD, RANK_TEST, significance_ranks
+from fewshot.volume.report import volume_markdown
 
 LEADERBOARD_SCHEMA = "fewshot.leaderboard/1"
 MISMATCH_FLAG = "--allow-mismatched-episodes"
@@ -176,7 +177,12 @@ def format_accuracy(accuracy: float | None, ci95: float | None) -> str:
 
 def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> str:
     """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95; then
-    the band tables of `docs` that have one (`fewshot.bands`)."""
+    the band tables (`fewshot.bands`) and volume tables (`fewshot.volume`) of `docs` that have them.
+
+    Args:
+        rows: merged leaderboard rows.
+        docs: results documents whose `band_table` and `volume` sections get tables after the ranking.
+    """
     parts = [f"Accuracy (%): mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA}). "
              f"Rank: 1 + the number of heads significantly better ({RANK_TEST})."]
     for (dataset, n_way, k_shot), members in groupby(rows, key=lambda row: row.group):
@@ -195,7 +201,14 @@ def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> st
             lines += ["", f"{ORACLE_MARK} saw the query set at fit time: a reference point, not ranked."]
         parts.append("\n".join(lines))
     parts += [text for text in [band_tables_markdown(docs)] if text]
+    if volume_text := volume_table(docs):
+        parts.append(volume_text.rstrip("\n"))
     return "\n\n".join(parts) + "\n"
+
+
+def volume_table(docs: Sequence[dict]) -> str:
+    """The volume analysis tables of results documents that have one ("" if none)."""
+    return volume_markdown(docs)
 
 
 def to_csv(rows: Sequence[LeaderboardRow]) -> str:

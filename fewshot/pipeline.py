@@ -24,6 +24,8 @@ from fewshot.plot import plot_accuracy
 from fewshot.report import write_report
 from fewshot.results import build_results, results_filename, write_csv, write_results
 from fewshot.runlock import claimed_results
+from fewshot.volume.analysis import analyze_volume
+from fewshot.volume.report import plot_volume
 
 IMAGE_PREPROCESSING = "backbones.augment.to_float/v1"
 
@@ -99,6 +101,8 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         run: output directory, device, console, ranks.
         extra: more top-level sections of every results document (e.g. `tuning`).
     """
+    if config.volume.enabled:
+        config.volume.check("volume")  # before any work, so bad settings leave no partial output
     sha = checkpoint_sha256(checkpoint)
     settings = config.episodes
     plans = []  # every results file is claimed before any work: another run's file stops us here
@@ -133,6 +137,11 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
             episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
                       "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
             heads=heads)
+        if config.volume.enabled:
+            doc["volume"] = analyze_volume(features, episodes, heads, config.features, config.volume,
+                                           seed=settings.seed, device=run.device, rank=run.ranks.rank,
+                                           world_size=run.ranks.world_size,
+                                           gather=lambda value: gather_objects(value, run.ranks))
         doc["run"] = {"label": run.label}
         doc.update(extra or {})
         if run.ranks.is_main:
@@ -148,6 +157,8 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     write_csv(run.output_dir / "results.csv", docs)
     atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs), docs))
     plot_accuracy(docs, run.output_dir / "accuracy.png")
+    if any("volume" in doc for doc in docs):
+        plot_volume(docs, run.output_dir / "volume.png")
     write_report(docs, run.output_dir / "report.html")
     table = Table(title=f"Results in {run.output_dir}")
     for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):

@@ -6,7 +6,7 @@ import argparse
 from episodes.io import atomic_write_text
 from fewshot.cli import command, console_for
 from fewshot.errorpath import check_output_file
-from fewshot.leaderboard import MISMATCH_FLAG, RENDERERS, merge
+from fewshot.leaderboard import MISMATCH_FLAG, RENDERERS, merge, to_markdown
 from fewshot.results import find_results_files, read_results
 from fewshot.sweep.folder import finished_results
 
@@ -31,7 +31,7 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     paths = find_results_files(finished_results(args.results))
     docs = [read_results(path) for path in paths]
     rows = merge(docs, sources=[str(path) for path in paths], allow_mismatch=args.allow_mismatch)
-    text = RENDERERS[args.format](rows, docs) if args.format == "md" else RENDERERS[args.format](rows)
+    text = to_markdown(rows, docs) if args.format == "md" else RENDERERS[args.format](rows)
     if args.output is None:
         print(text, end="")
     else:

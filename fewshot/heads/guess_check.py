@@ -26,14 +26,15 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
 from fewshot.heads.losses import LossKind, normalized_loss, span_gram_pinv, span_norm_sq
+from fewshot.volume.exact_head import exact_settings, fit_exact_head
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
 
@@ -53,6 +54,11 @@ class GuessCheckHead(HeadOptimizer):
             batch: guesses per episode per batch; 0 picks it from the problem size.
             loss: the loss of the threshold and band: `raw`, `full_norm` or `span_norm`.
             band: [low, high]: accept only guesses whose loss is in (low, high]; None: no band.
+            method: `rejection` draws heads as above; `exact` samples the head rejection would
+                accept with an unlimited budget, and its log10 P(fit) (stat `log10_volume`), in
+                logit space (`fewshot.volume`). A uniform prior runs there as the Gaussian with
+                std scale / sqrt(3): a CLT approximation (stat `clt_approximation`).
+            exact: `fewshot.volume.SplittingSettings` for `exact` (chains, repeats, sweeps, ...).
         """
 
         distribution: Literal["uniform", "gaussian"] = "uniform"
@@ -63,6 +69,8 @@ class GuessCheckHead(HeadOptimizer):
         batch: int = 0
         loss: LossKind = "raw"
         band: list[float] | None = None
+        method: Literal["rejection", "exact"] = "rejection"
+        exact: dict[str, Any] = field(default_factory=dict)
 
     def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
@@ -70,7 +78,10 @@ class GuessCheckHead(HeadOptimizer):
                 (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
                 (c.batch >= 0, "batch", ">= 0"),
                 (c.band is None or (len(c.band) == 2 and 0 <= c.band[0] < c.band[1]), "band",
-                 "null or [low, high] with 0 <= low < high")]
+                 "null or [low, high] with 0 <= low < high"),
+                (exact_settings(self) is not None, "exact", "valid"),
+                (c.method == "rejection" or (c.band is None and c.loss == "raw"), "method",
+                 "rejection with a band or a normalized loss (exact takes a raw-loss threshold only)")]
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
         c = self.config
@@ -83,6 +94,8 @@ class GuessCheckHead(HeadOptimizer):
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
         validate_inputs(support, labels, n_way)
+        if self.config.method == "exact":
+            return fit_exact_head(self, support, labels, n_way, generator=generator)
         c, labels = self.config, labels.long()
         support = support.float()
         episodes, shots, dim = support.shape

@@ -1,0 +1,57 @@
+"""The `volume` section of a run config: the volume analysis and its prior."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from episodes.errors import fail
+from fewshot.volume.splitting import SplittingSettings
+
+__all__ = ["VolumeConfig"]
+
+
+@dataclass
+class VolumeConfig(SplittingSettings):
+    """Args:
+        enabled: run the volume analysis after the heads (`fewshot benchmark` / `evaluate`).
+        prior: `gaussian` (W ~ N(0, scale^2), b ~ N(0, bias_scale^2)) or `uniform` on
+            [-scale, scale] (bias on [-bias_scale, bias_scale]), run as the Gaussian with the same
+            variance, scale^2 / 3: a CLT approximation, so labelled in the results.
+        scale: prior std (gaussian) or half-width (uniform) of the weights.
+        bias_scale: the same for the bias; 0 = no bias.
+        episodes: analyse the first this many episodes of each setting; 0 = all.
+        poisoned: also estimate log10_volume_good / log10_volume_poisoned (the costly part).
+        quantiles: quantiles reported of each episode's volume-weighted accuracy distribution.
+        chains, repeats, level_fraction, sweeps, burn_in, max_levels: multilevel splitting
+            (see `fewshot.volume.SplittingSettings`); the error bars come from the repeats.
+    """
+
+    enabled: bool = False
+    prior: Literal["gaussian", "uniform"] = "gaussian"
+    scale: float = 1.0
+    bias_scale: float = 1.0
+    episodes: int = 0
+    poisoned: bool = True
+    quantiles: list[float] = field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
+
+    def check(self, where: str = "volume") -> None:
+        """Fail with a message naming `where.key` on a bad setting."""
+        super().check(where)
+        rules = [(self.scale > 0, "scale", "> 0"), (self.bias_scale >= 0, "bias_scale", ">= 0"),
+                 (self.episodes >= 0, "episodes", ">= 0 (0 = all)"),
+                 (all(0 <= q <= 1 for q in self.quantiles), "quantiles", "a list of numbers in [0, 1]")]
+        for ok, key, rule in rules:
+            if not ok:
+                raise fail(f"{where}.{key} is {getattr(self, key)!r}, but must be {rule}.",
+                           f"Set {where}.{key} to {rule}.")
+
+    def gaussian_scales(self) -> tuple[float, float]:
+        """(s, s_b) of the Gaussian prior used; a uniform prior's half-widths / sqrt(3) (CLT)."""
+        factor = 1.0 if self.prior == "gaussian" else 1 / math.sqrt(3)
+        return self.scale * factor, self.bias_scale * factor
+
+    def splitting(self) -> SplittingSettings:
+        """The multilevel-splitting part of the settings."""
+        return SplittingSettings(self.chains, self.repeats, self.level_fraction, self.sweeps, self.burn_in,
+                                 self.max_levels)

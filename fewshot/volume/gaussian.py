@@ -1,0 +1,81 @@
+"""The logit-space Gaussian of a random linear head, whitened so that degenerate Grams are fine.
+
+With W ~ N(0, s^2 I) and b ~ N(0, s_b^2), the logits of class c over the points F [P, D] of an
+episode are z_c = F w_c + b_c ~ N(0, K), K = s^2 F F^T + s_b^2 11^T, independent across classes.
+Every quantity the volume lab needs (does a head fit the support set, what does it predict on
+the queries) depends on the head only through z, so the sampler works on z [P, N] directly:
+a prior draw is z = L u with u ~ N(0, I) and K = L L^T. L comes from an eigendecomposition with
+negative round-off eigenvalues clamped to 0, which tolerates rank-deficient K (duplicate
+images, zero features, more points than dimensions).
+
+Example:
+    >>> prior = LogitPrior.from_features(features, scale=1.0, bias_scale=1.0)   # features [E, P, D]
+    >>> z = prior.sample(torch.randn(E, C, P, N, dtype=torch.float64))          # [E, C, P, N]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from episodes.errors import fail
+
+__all__ = ["LogitPrior", "check_features"]
+
+
+def check_features(features: torch.Tensor, what: str = "features") -> None:
+    """Fail clearly on non-finite features (a NaN would silently poison every volume)."""
+    if features.numel() and not bool(torch.isfinite(features).all()):
+        bad = int((~torch.isfinite(features)).flatten(1).any(dim=1).nonzero()[0])
+        raise fail(f"The volume lab got NaN or infinite {what} (first in episode {bad}).",
+                   "Check the backbone checkpoint and feature extraction; features must be finite.")
+
+
+@dataclass
+class LogitPrior:
+    """N(0, K) per class over the P points of each episode, K = factor @ factor^T.
+
+    Args:
+        factor: [E, P, P] float64, K = factor factor^T (columns of null directions are 0).
+        eigenvalues: [E, P] of K, clamped at 0, ascending.
+        eigenvectors: [E, P, P] of K (columns).
+        scale, bias_scale: the prior's weight and bias standard deviations.
+    """
+
+    factor: torch.Tensor
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    scale: float
+    bias_scale: float
+
+    @classmethod
+    def from_features(cls, features: torch.Tensor, *, scale: float, bias_scale: float) -> "LogitPrior":
+        """The prior of logits over `features` [E, P, D] (any float dtype; computed in float64)."""
+        if not scale > 0:
+            raise fail(f"The prior scale must be > 0, but is {scale!r}.", "Set the prior scale to a positive number.")
+        if not bias_scale >= 0:
+            raise fail(f"The prior bias scale must be >= 0, but is {bias_scale!r}.",
+                       "Set the bias scale to 0 (no bias) or a positive number.")
+        check_features(features)
+        x = features.double()
+        gram = scale ** 2 * (x @ x.transpose(1, 2)) + bias_scale ** 2
+        values, vectors = torch.linalg.eigh(gram)
+        # Round-off makes null eigenvalues slightly negative; they are 0 (rank-deficient K).
+        tol = values.abs().amax(dim=1, keepdim=True) * values.shape[1] * 1e-13
+        values = torch.where(values > tol, values, torch.zeros_like(values))
+        return cls(vectors * values.sqrt().unsqueeze(1), values, vectors, float(scale), float(bias_scale))
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Diagonal of K, [E, P]: the prior variance of each point's logit of a class."""
+        return (self.factor ** 2).sum(dim=2)
+
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """Logits z = L u [E, C, P, N] from standard normal noise u [E, C, P, N]."""
+        return torch.einsum("epq,ecqn->ecpn", self.factor, noise)
+
+    def pseudo_inverse(self) -> torch.Tensor:
+        """K^+ [E, P, P]: the inverse on the range of K, 0 on its null space."""
+        safe = torch.where(self.eigenvalues > 0, self.eigenvalues, torch.ones_like(self.eigenvalues))
+        inverse = torch.where(self.eigenvalues > 0, 1 / safe, torch.zeros_like(safe))
+        return (self.eigenvectors * inverse.unsqueeze(1)) @ self.eigenvectors.transpose(1, 2)

@@ -1,0 +1,105 @@
+"""The volume analysis as a Markdown table and a plot (`volume.png`).
+
+Example:
+    >>> print(volume_markdown(docs))
+    >>> plot_volume(docs, run_dir / "volume.png")
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from episodes.io import atomic_write_bytes
+
+__all__ = ["volume_markdown", "plot_volume"]
+
+
+def _setting(doc: dict) -> str:
+    return f"{doc['dataset']['name']}: {doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot"
+
+
+def _pm(estimate: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """`mean ± ci95 (mc ± mc_se)` of an estimate section, or `n/a`."""
+    if not estimate or estimate.get("mean") is None:
+        return "n/a"
+    ci = estimate.get("ci95")
+    text = f"{scale * estimate['mean']:.{digits}f} ± " + ("n/a" if ci is None else f"{scale * ci:.{digits}f}")
+    return text + (f" (MC ± {scale * estimate['mc_se']:.{digits}f})" if "mc_se" in estimate else "")
+
+
+def volume_markdown(docs: Sequence[dict]) -> str:
+    """One table per setting with a `volume` section: volumes, G&C's accuracy, heads' percentiles."""
+    parts = []
+    for doc in (d for d in docs if "volume" in d):
+        volume = doc["volume"]
+        prior = volume["prior"]
+        label = f"{prior['distribution']} prior, scale {prior['scale']:g}, bias {prior['bias_scale']:g}"
+        if prior.get("approximation"):
+            label += " (CLT approximation)"
+        lines = [f"### Volume: {_setting(doc)} ({volume['episodes']} episodes; {label})", "",
+                 "| Quantity | Mean ± CI95 over episodes (MC error of the mean) |", "|---|---:|",
+                 f"| log10 P(fit support) | {_pm(volume['log10_volume'])} |",
+                 f"| G&C expected query accuracy (%) | {_pm(volume['expected_accuracy'], 100)} |"]
+        quantiles = volume["accuracy_quantiles"]
+        lines.append("| its quantiles " + ", ".join(f"q{100 * q:g}" for q in quantiles["q"]) + " (%) | "
+                     + ", ".join(f"{100 * v:.1f}" for v in quantiles["mean_over_episodes"]) + " |")
+        for name in ("log10_volume_good", "log10_volume_poisoned", "log10_good_over_poisoned"):
+            if name in volume:
+                lines.append(f"| {name.replace('_', ' ')} | {_pm(volume[name])} |")
+        lines += ["", "| Head | Query accuracy (%) | Percentile within the fitting region by volume |", "|---|---:|---:|"]
+        for name, head in volume["heads"].items():
+            lines.append(f"| {name} | {100 * head['accuracy_mean']:.2f} | {_pm(head['percentile'], 1, 1)} |")
+        parts.append("\n".join(lines))
+    if not parts:
+        return ""
+    return ("Volume analysis (fewshot.volume): fitting-region volumes under the prior, the volume-weighted "
+            "(guess & check) query accuracy, and where each head's accuracy falls in that distribution.\n\n"
+            + "\n\n".join(parts) + "\n")
+
+
+def plot_volume(docs: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Per setting: the volume-weighted accuracy distribution with each head's mean marked, and
+    log10 volume good vs poisoned per episode. Written atomically as PNG or SVG."""
+    path = Path(path)
+    docs = [d for d in docs if "volume" in d]
+    figure = Figure(figsize=(10, 3.6 * max(1, len(docs))), layout="constrained")
+    FigureCanvasAgg(figure)
+    for row, doc in enumerate(docs):
+        volume = doc["volume"]
+        left = figure.add_subplot(len(docs), 2, 2 * row + 1)
+        dist = volume["accuracy_distribution"]
+        width = dist["accuracy"][1] - dist["accuracy"][0] if len(dist["accuracy"]) > 1 else 0.05
+        left.bar([100 * a for a in dist["accuracy"]], dist["mass"], width=100 * width, color="tab:gray", alpha=0.6,
+                 label="fitting heads (by volume)")
+        colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                       "tab:olive", "tab:cyan"] * 4)
+        for name, head in volume["heads"].items():
+            left.axvline(100 * head["accuracy_mean"], color=next(colors), linestyle="--", label=name)
+        left.set_xlabel("query accuracy (%)")
+        left.set_ylabel("volume fraction")
+        left.set_title(f"{_setting(doc)}: accuracy of fitting heads", fontsize=10)
+        left.legend(fontsize=7)
+        right = figure.add_subplot(len(docs), 2, 2 * row + 2)
+        if "log10_volume_good" in volume:
+            good = volume["log10_volume_good"]["per_episode"]
+            poisoned = volume["log10_volume_poisoned"]["per_episode"]
+            pairs = [(g, p) for g, p in zip(good, poisoned) if g is not None and p is not None]
+            right.scatter([p for _, p in pairs], [g for g, _ in pairs], s=10)
+            if pairs:
+                low, high = min(min(pair) for pair in pairs), max(max(pair) for pair in pairs)
+                right.plot([low, high], [low, high], color="tab:gray", linewidth=1, label="good = poisoned")
+                right.legend(fontsize=7)
+            right.set_xlabel("log10 volume, poisoned queries")
+            right.set_ylabel("log10 volume, correct queries")
+            right.set_title("good vs poisoned, per episode", fontsize=10)
+        else:
+            right.text(0.5, 0.5, "poisoned volumes not computed", ha="center", va="center")
+            right.set_axis_off()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="svg" if path.suffix.lower() == ".svg" else "png", dpi=110)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,63 @@
+"""The volume analysis: same numbers whatever the batching; results section, table and plot."""
+import json
+
+import torch
+
+import fewshot.volume.analysis as analysis
+from fewshot.results import HeadResult
+from fewshot.volume.analysis import analyze_episodes, summarize_volume
+from fewshot.volume.config import VolumeConfig
+from fewshot.volume.report import plot_volume, volume_markdown
+
+CONFIG = VolumeConfig(enabled=True, chains=16, repeats=2, sweeps=2, burn_in=2, max_levels=60)
+
+
+def _episodes(count=4, n_way=3, k_shot=2, n_query=2, dim=8):
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(count, n_way, dim, generator=g)
+    draw = lambda k: torch.nn.functional.normalize(  # noqa: E731
+        centres.repeat_interleave(k, 1) + 0.7 * torch.randn(count, n_way * k, dim, generator=g), dim=-1)
+    labels = lambda k: torch.arange(n_way).repeat_interleave(k).expand(count, -1).contiguous()  # noqa: E731
+    return draw(k_shot), labels(k_shot), draw(n_query), labels(n_query)
+
+
+def test_same_numbers_whatever_the_batching():
+    s, y, q, qy = _episodes()
+    whole = analyze_episodes(s, y, q, qy, 3, [0, 1, 2, 3], CONFIG, seed=0, setting="t")
+    parts = [analyze_episodes(s[i:i + 1], y[i:i + 1], q[i:i + 1], qy[i:i + 1], 3, [i], CONFIG, seed=0, setting="t")
+             for i in range(4)]
+    for key, value in whole.items():
+        # Identical draws; only batched reductions (std over repeats) may differ in the last bit.
+        assert torch.allclose(value, torch.cat([part[key] for part in parts]), rtol=1e-12, atol=0), key
+
+
+def test_results_section_table_and_plot(tmp_path):
+    s, y, q, qy = _episodes()
+    values = analyze_episodes(s, y, q, qy, 3, [0, 1, 2, 3], CONFIG, seed=0, setting="t")
+    heads = [HeadResult("sgd", {}, torch.tensor([1.0, 0.5, 0.75, 1.0]), 0.1)]
+    section = summarize_volume(values, heads, CONFIG, seed=0, count=4, queries=6)
+    json.dumps(section, allow_nan=False)                        # storable as it is
+    assert section["expected_accuracy"]["mean"] is not None and len(section["log10_volume"]["per_episode"]) == 4
+    assert 0 <= section["heads"]["sgd"]["percentile"]["mean"] <= 100
+    assert section["log10_volume_good"]["mean"] <= section["log10_volume"]["mean"]
+    doc = {"dataset": {"name": "toy"}, "episodes": {"n_way": 3, "k_shot": 2}, "volume": section}
+    assert "G&C expected query accuracy" in volume_markdown([doc])
+    plot_volume([doc], tmp_path / "volume.png")
+    assert (tmp_path / "volume.png").stat().st_size > 1000
+
+
+def test_percentile_is_mid_rank():
+    chains = torch.tensor([[0.0, 0.5, 0.5, 1.0]])
+    assert float(analysis._percentile(chains, torch.tensor([0.5]))[0]) == 50.0
+    assert float(analysis._percentile(chains, torch.tensor([1.0]))[0]) == 87.5
+
+
+def test_bad_volume_settings_fail_clearly():
+    import pytest
+    from episodes.errors import UserError
+    from fewshot.config import load_config
+    for override, key in (("volume.scale=0", "volume.scale"), ("volume.chains=1", "volume.chains"),
+                          ("volume.scale=-1", "volume.scale")):
+        config = load_config(None, [override])
+        with pytest.raises(UserError, match=key):
+            config.volume.check("volume")
