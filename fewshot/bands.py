@@ -86,25 +86,29 @@ def band_table(head_docs: Sequence[dict]) -> dict | None:
     return {"columns": columns, "rows": rows}
 
 
+def band_cell(cell: dict | None) -> str:
+    """`acc ± ci95 (fitted/n)` in percent; "" for a head without that band."""
+    if cell is None:
+        return ""
+    accuracy, fitted = cell["accuracy"], cell["fitted"]
+    value = "n/a" if accuracy["mean"] is None else f"{100 * accuracy['mean']:.2f}" + (
+        f" ± {100 * accuracy['ci95']:.2f}" if accuracy["ci95"] is not None else "")
+    return f"{value} ({fitted['count']}/{fitted['n']})"
+
+
+BAND_NOTE = ("Mean query accuracy over the episodes whose head is fitted in the band (100% support "
+             "accuracy, decision loss in (low, high]) ± 95% CI; (fitted / episodes).")
+
+
 def band_table_markdown(table: dict, title: str) -> str:
     """One Markdown band table: rows = bands, columns = heads, `acc ± ci95 (fitted/n)` in percent."""
     lines = [f"### {title}: accuracy (%) per loss band", "",
              "| Band | " + " | ".join(table["columns"]) + " |",
              "|---|" + "---:|" * len(table["columns"])]
     for row in table["rows"]:
-        cells = []
-        for column in table["columns"]:
-            cell = row["cells"].get(column)
-            if cell is None:
-                cells.append("")
-                continue
-            accuracy, fitted = cell["accuracy"], cell["fitted"]
-            value = "n/a" if accuracy["mean"] is None else f"{100 * accuracy['mean']:.2f}" + (
-                f" ± {100 * accuracy['ci95']:.2f}" if accuracy["ci95"] is not None else "")
-            cells.append(f"{value} ({fitted['count']}/{fitted['n']})")
+        cells = [band_cell(row["cells"].get(column)) for column in table["columns"]]
         lines.append(f"| {band_name(*row['band'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean query accuracy over the episodes whose head is fitted in the band (100% support "
-              "accuracy, decision loss in (low, high]) ± 95% CI; (fitted / episodes)."]
+    lines += ["", BAND_NOTE]
     return "\n".join(lines)
 
 

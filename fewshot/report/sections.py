@@ -120,7 +120,8 @@ def _comparisons(doc: dict) -> tuple[list[Difference], list[tuple], list[str]]:
         tests = paired_tests(a, b) if a and b and len(a) == len(b) else {"t_test": None, "wilcoxon": None}
         significant = tests["t_test"] is not None and tests["t_test"] < RANK_ALPHA
         label = f"{comparison['a']} − {comparison['b']}"
-        differences.append(Difference(label, comparison["mean_diff"], comparison.get("ci95"), significant))
+        if comparison["mean_diff"] is not None:  # None: no episode both heads count (dropped failures)
+            differences.append(Difference(label, comparison["mean_diff"], comparison.get("ci95"), significant))
         cells.append((comparison["a"], comparison["b"], _pct(comparison["mean_diff"]), _pct(comparison.get("ci95")),
                       _p(tests["t_test"]), _p(tests["wilcoxon"]),
                       f"{comparison['wins']} / {comparison['ties']} / {comparison['losses']}"))

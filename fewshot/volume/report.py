@@ -16,14 +16,14 @@ from matplotlib.figure import Figure
 
 from episodes.io import atomic_write_bytes
 
-__all__ = ["volume_markdown", "plot_volume"]
+__all__ = ["volume_markdown", "plot_volume", "render_volume", "volume_rows"]
 
 
 def _setting(doc: dict) -> str:
     return f"{doc['dataset']['name']}: {doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot"
 
 
-def _pm(estimate: dict, scale: float = 1.0, digits: int = 2) -> str:
+def pm(estimate: dict, scale: float = 1.0, digits: int = 2) -> str:
     """`mean ± ci95 (mc ± mc_se)` of an estimate section, or `n/a`."""
     if not estimate or estimate.get("mean") is None:
         return "n/a"
@@ -32,28 +32,40 @@ def _pm(estimate: dict, scale: float = 1.0, digits: int = 2) -> str:
     return text + (f" (MC ± {scale * estimate['mc_se']:.{digits}f})" if "mc_se" in estimate else "")
 
 
+def volume_title(doc: dict) -> str:
+    """`Volume: <setting> (<episodes> episodes; <prior>)` of a document with a `volume` section."""
+    volume, prior = doc["volume"], doc["volume"]["prior"]
+    label = f"{prior['distribution']} prior, scale {prior['scale']:g}, bias {prior['bias_scale']:g}"
+    if prior.get("approximation"):
+        label += " (CLT approximation)"
+    return f"Volume: {_setting(doc)} ({volume['episodes']} episodes; {label})"
+
+
+def volume_rows(volume: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """The cells of a `volume` section's two tables: (quantity, estimate) and (head, accuracy %, percentile)."""
+    quantiles = volume["accuracy_quantiles"]
+    estimates = [("log10 P(fit support)", pm(volume["log10_volume"])),
+                 ("G&C expected query accuracy (%)", pm(volume["expected_accuracy"], 100)),
+                 ("its quantiles " + ", ".join(f"q{100 * q:g}" for q in quantiles["q"]) + " (%)",
+                  ", ".join(f"{100 * v:.1f}" for v in quantiles["mean_over_episodes"]))]
+    estimates += [(name.replace("_", " "), pm(volume[name]))
+                  for name in ("log10_volume_good", "log10_volume_poisoned", "log10_good_over_poisoned")
+                  if name in volume]
+    heads = [(name, f"{100 * head['accuracy_mean']:.2f}", pm(head["percentile"], 1, 1))
+             for name, head in volume["heads"].items()]
+    return estimates, heads
+
+
 def volume_markdown(docs: Sequence[dict]) -> str:
     """One table per setting with a `volume` section: volumes, G&C's accuracy, heads' percentiles."""
     parts = []
     for doc in (d for d in docs if "volume" in d):
-        volume = doc["volume"]
-        prior = volume["prior"]
-        label = f"{prior['distribution']} prior, scale {prior['scale']:g}, bias {prior['bias_scale']:g}"
-        if prior.get("approximation"):
-            label += " (CLT approximation)"
-        lines = [f"### Volume: {_setting(doc)} ({volume['episodes']} episodes; {label})", "",
-                 "| Quantity | Mean ± CI95 over episodes (MC error of the mean) |", "|---|---:|",
-                 f"| log10 P(fit support) | {_pm(volume['log10_volume'])} |",
-                 f"| G&C expected query accuracy (%) | {_pm(volume['expected_accuracy'], 100)} |"]
-        quantiles = volume["accuracy_quantiles"]
-        lines.append("| its quantiles " + ", ".join(f"q{100 * q:g}" for q in quantiles["q"]) + " (%) | "
-                     + ", ".join(f"{100 * v:.1f}" for v in quantiles["mean_over_episodes"]) + " |")
-        for name in ("log10_volume_good", "log10_volume_poisoned", "log10_good_over_poisoned"):
-            if name in volume:
-                lines.append(f"| {name.replace('_', ' ')} | {_pm(volume[name])} |")
+        estimates, heads = volume_rows(doc["volume"])
+        lines = [f"### {volume_title(doc)}", "",
+                 "| Quantity | Mean ± CI95 over episodes (MC error of the mean) |", "|---|---:|"]
+        lines += [f"| {name} | {value} |" for name, value in estimates]
         lines += ["", "| Head | Query accuracy (%) | Percentile within the fitting region by volume |", "|---|---:|---:|"]
-        for name, head in volume["heads"].items():
-            lines.append(f"| {name} | {100 * head['accuracy_mean']:.2f} | {_pm(head['percentile'], 1, 1)} |")
+        lines += [f"| {name} | {accuracy} | {percentile} |" for name, accuracy, percentile in heads]
         parts.append("\n".join(lines))
     if not parts:
         return ""
@@ -66,6 +78,11 @@ def plot_volume(docs: Sequence[dict], path: str | os.PathLike) -> Path:
     """Per setting: the volume-weighted accuracy distribution with each head's mean marked, and
     log10 volume good vs poisoned per episode. Written atomically as PNG or SVG."""
     path = Path(path)
+    return atomic_write_bytes(path, render_volume(docs, "svg" if path.suffix.lower() == ".svg" else "png"))
+
+
+def render_volume(docs: Sequence[dict], image_format: str = "png", dpi: int = 110) -> bytes:
+    """The volume plot (see `plot_volume`) as image bytes."""
     docs = [d for d in docs if "volume" in d]
     figure = Figure(figsize=(10, 3.6 * max(1, len(docs))), layout="constrained")
     FigureCanvasAgg(figure)
@@ -101,5 +118,5 @@ def plot_volume(docs: Sequence[dict], path: str | os.PathLike) -> Path:
             right.text(0.5, 0.5, "poisoned volumes not computed", ha="center", va="center")
             right.set_axis_off()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="svg" if path.suffix.lower() == ".svg" else "png", dpi=110)
-    return atomic_write_bytes(path, buffer.getvalue())
+    figure.savefig(buffer, format=image_format, dpi=dpi)
+    return buffer.getvalue()

@@ -131,3 +131,10 @@ def test_the_plot_draws_a_band_panel_and_skips_heads_without_a_mean(tmp_path):
     doc_without = {key: value for key, value in doc.items() if key != "band_table"}
     without = imread(plot_accuracy([doc_without], tmp_path / "plain.png"))
     assert with_bands.shape[1] > without.shape[1]  # a second panel: the bands
+
+
+def test_the_report_shows_the_band_table():
+    from fewshot.report import build_report
+    page = build_report([_doc()], sources=["banded.json"])
+    section = page.split('<section id="bands">')[1].split("</section>")[0]
+    assert "<td>0.35-0.40</td>" in section.replace(' class="num"', "") and "n/a (0/4)" in section

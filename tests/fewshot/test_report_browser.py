@@ -57,7 +57,7 @@ def test_loads_without_console_errors_or_network(page):
 def test_plots_are_visible_and_decoded(page):
     view, _ = page
     images = view.locator("img")
-    assert images.count() == 3  # accuracy plot and one forest plot per shot setting
+    assert images.count() == 4  # accuracy plot, one forest plot per shot setting, the volume plot
     for index in range(images.count()):
         image = images.nth(index)
         assert image.is_visible()
@@ -71,6 +71,7 @@ def test_tables_are_visible(page):
     assert tables.count() >= 6  # leaderboards, comparisons, diagnostics of both settings
     for index in range(tables.count()):
         assert tables.nth(index).is_visible()
+    assert view.locator("h2", has_text="Volume lab").is_visible()
     leaderboard = view.locator("#leaderboard table").first
     assert "s / 1,000 episodes" in leaderboard.inner_text() and "prototype" in leaderboard.inner_text()
 
