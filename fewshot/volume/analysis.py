@@ -76,12 +76,39 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
            "expected_accuracy_se": run_means.std(1, unbiased=True) / math.sqrt(repeats),
            "chain_accuracy": correct.flatten(1), "stalled": fit.stalled.double()}
     if config.poisoned:
-        for part, target in (("good", query_labels), ("poisoned", (query_labels + 1) % n_way)):
-            both = fits.cat(Constraints.beat_all(points[:, shots:], target, n_way, prior))
-            result = split_volume(prior, both, n_way, _streams(seed, setting, ids, part, repeats), settings)
-            out[f"log10_volume_{part}"], out[f"log10_volume_{part}_se"] = result.log10, result.se
-            out["stalled"] = out["stalled"] + result.stalled.double()
+        # Episodes past `poisoned_episodes` get NaN (not measured); the streams are per episode, so
+        # the measured ones are the same numbers whichever others share their batch.
+        keep = [i for i, episode in enumerate(ids) if not config.poisoned_episodes or episode < config.poisoned_episodes]
+        for name in ("good", "poisoned"):
+            out[f"log10_volume_{name}"] = torch.full((episodes,), math.nan, dtype=torch.float64)
+            out[f"log10_volume_{name}_se"] = torch.full((episodes,), math.nan, dtype=torch.float64)
+        if keep:
+            rows = torch.tensor(keep)
+            parts = _good_and_poisoned(support[rows], labels[rows], query[rows], query_labels[rows], n_way,
+                                       [ids[i] for i in keep], config, seed=seed, setting=setting)
+            for name, (log10, se, stalled) in parts.items():
+                out[f"log10_volume_{name}"][rows], out[f"log10_volume_{name}_se"][rows] = log10, se
+                out["stalled"][rows] += stalled
     return out
+
+
+def _good_and_poisoned(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
+                       n_way: int, ids: Sequence[int], config: VolumeConfig, *, seed: int,
+                       setting: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(log10 volume, its se, stalled) [E] of the heads that fit the support AND classify every query
+    correctly ("good") or as the wrong label (y + 1) mod N ("poisoned"); arguments as `analyze_episodes`."""
+    episodes, shots = labels.shape
+    s, s_b = config.gaussian_scales()
+    prior = LogitPrior.from_features(torch.cat([support, query], 1), scale=s, bias_scale=s_b)
+    support_prior = LogitPrior.from_features(support, scale=s, bias_scale=s_b)
+    points = torch.arange(shots + query_labels.shape[1]).expand(episodes, -1)
+    fits = Constraints.beat_all(points[:, :shots], labels, n_way, support_prior)
+    parts = {}
+    for part, target in (("good", query_labels), ("poisoned", (query_labels + 1) % n_way)):
+        both = fits.cat(Constraints.beat_all(points[:, shots:], target, n_way, prior))
+        result = split_volume(prior, both, n_way, _streams(seed, setting, ids, part, config.repeats), config.splitting())
+        parts[part] = (result.log10, result.se, result.stalled.double())
+    return parts
 
 
 def query_given_support(prior: LogitPrior, support_logits: torch.Tensor, shots: int, streams: Streams) -> torch.Tensor:
@@ -144,9 +171,10 @@ def _estimate(values: torch.Tensor, errors: torch.Tensor) -> dict[str, Any]:
     finite = values[torch.isfinite(values)]
     summary = summarize(finite) if finite.numel() else {"mean": None, "std": None, "ci95": None, "n": 0}
     mc = float(errors[torch.isfinite(values)].pow(2).sum().sqrt() / max(1, finite.numel()))
-    return {**summary, "mc_se": mc, "n_infinite": int((~torch.isfinite(values)).sum()),
+    # -inf is a measured empty region (contradictory duplicates); NaN an episode not measured.
+    return {**summary, "mc_se": mc, "n_infinite": int(values.isinf().sum()),
             "per_episode": [_finite(round(v, 6)) for v in values.tolist()],
-            "per_episode_se": [round(v, 6) for v in errors.tolist()]}
+            "per_episode_se": [_finite(round(v, 6)) for v in errors.tolist()]}
 
 
 def summarize_volume(values: dict[str, torch.Tensor], heads: Sequence[HeadResult], config: VolumeConfig, *,

@@ -22,6 +22,7 @@ class VolumeConfig(SplittingSettings):
         bias_scale: the same for the bias; 0 = no bias.
         episodes: analyse the first this many episodes of each setting; 0 = all.
         poisoned: also estimate log10_volume_good / log10_volume_poisoned (the costly part).
+        poisoned_episodes: those two on the first this many analysed episodes only; 0 = all.
         quantiles: quantiles reported of each episode's volume-weighted accuracy distribution.
         chains, repeats, level_fraction, sweeps, burn_in, max_levels: multilevel splitting
             (see `fewshot.volume.SplittingSettings`); the error bars come from the repeats.
@@ -33,6 +34,7 @@ class VolumeConfig(SplittingSettings):
     bias_scale: float = 1.0
     episodes: int = 0
     poisoned: bool = True
+    poisoned_episodes: int = 0
     quantiles: list[float] = field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
 
     def check(self, where: str = "volume") -> None:
@@ -40,6 +42,7 @@ class VolumeConfig(SplittingSettings):
         super().check(where)
         rules = [(self.scale > 0, "scale", "> 0"), (self.bias_scale >= 0, "bias_scale", ">= 0"),
                  (self.episodes >= 0, "episodes", ">= 0 (0 = all)"),
+                 (self.poisoned_episodes >= 0, "poisoned_episodes", ">= 0 (0 = all)"),
                  (all(0 <= q <= 1 for q in self.quantiles), "quantiles", "a list of numbers in [0, 1]")]
         for ok, key, rule in rules:
             if not ok:

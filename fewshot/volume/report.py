@@ -51,6 +51,9 @@ def volume_rows(volume: dict) -> tuple[list[tuple[str, str]], list[tuple[str, st
     estimates += [(name.replace("_", " "), pm(volume[name]))
                   for name in ("log10_volume_good", "log10_volume_poisoned", "log10_good_over_poisoned")
                   if name in volume]
+    if volume.get("stalled_episodes"):
+        estimates.append(("episodes with a run stopped at max_levels (its volume is an upper bound)",
+                          str(volume["stalled_episodes"])))
     heads = [(name, f"{100 * head['accuracy_mean']:.2f}", pm(head["percentile"], 1, 1))
              for name, head in volume["heads"].items()]
     return estimates, heads

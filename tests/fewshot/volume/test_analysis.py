@@ -46,6 +46,23 @@ def test_results_section_table_and_plot(tmp_path):
     assert (tmp_path / "volume.png").stat().st_size > 1000
 
 
+def test_good_and_poisoned_volumes_on_the_first_episodes_only():
+    import dataclasses
+    s, y, q, qy = _episodes()
+    every = analyze_episodes(s, y, q, qy, 3, [0, 1, 2, 3], CONFIG, seed=0, setting="t")
+    first_two = analyze_episodes(s, y, q, qy, 3, [0, 1, 2, 3], dataclasses.replace(CONFIG, poisoned_episodes=2),
+                                 seed=0, setting="t")
+    for key in ("log10_volume_good", "log10_volume_poisoned"):
+        assert torch.allclose(first_two[key][:2], every[key][:2], rtol=1e-12, atol=0), key
+        assert first_two[key][2:].isnan().all(), key       # not measured, not a number
+    assert torch.equal(first_two["log10_volume"], every["log10_volume"])
+    heads = [HeadResult("sgd", {}, torch.tensor([1.0, 0.5, 0.75, 1.0]), 0.1)]
+    section = summarize_volume(first_two, heads, CONFIG, seed=0, count=4, queries=6)
+    json.dumps(section, allow_nan=False)
+    good = section["log10_volume_good"]
+    assert good["n"] == 2 and good["n_infinite"] == 0 and good["per_episode"][2:] == [None, None]
+
+
 def test_percentile_is_mid_rank():
     chains = torch.tensor([[0.0, 0.5, 0.5, 1.0]])
     assert float(analysis._percentile(chains, torch.tensor([0.5]))[0]) == 50.0
