@@ -28,9 +28,9 @@ DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian",
                           "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 300}}}
 # The demo's volume analysis: first 100 episodes per setting, good/poisoned volumes on the first
-# 20 of them, sized to fit its time budget (see the README's "The volume lab").
+# 5 of them, sized to fit its time budget (see the README's "The volume lab").
 DEMO_VOLUME = {"enabled": True, "episodes": 100, "chains": 32, "repeats": 2, "sweeps": 1, "max_levels": 300,
-               "poisoned": True, "poisoned_episodes": 20}
+               "poisoned": True, "poisoned_episodes": 5}
 
 
 @dataclass
