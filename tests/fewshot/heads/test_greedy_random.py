@@ -8,16 +8,7 @@ from episodes.errors import UserError
 from fewshot.heads import get_head
 from fewshot.heads.common import linear_accuracy, linear_logits, linear_loss
 from fewshot.heads.greedy_random import BUDGET, FITTED, MIN_SIGMA
-
-
-def blobs(episodes: int, n_way: int, shots: int, dim: int, noise: float, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    centers = torch.randn(episodes, n_way, dim, generator=generator)
-    labels = torch.arange(n_way).repeat_interleave(shots).expand(episodes, -1).contiguous()
-    points = centers.gather(1, labels.unsqueeze(-1).expand(-1, -1, dim))
-    points = points + noise * torch.randn(points.shape, generator=generator)
-    return torch.nn.functional.normalize(points, dim=-1), labels
-
+from tests.fewshot.heads.data import blobs
 
 def test_fits_easy_problems_to_full_support_accuracy():
     support, labels = blobs(episodes=20, n_way=3, shots=4, dim=16, noise=0.3, seed=0)
@@ -30,7 +21,6 @@ def test_fits_easy_problems_to_full_support_accuracy():
     assert torch.all(fit.stats["support_loss"] < torch.log(torch.tensor(3.0)))
     assert torch.all(fit.stats["accepted"] <= fit.stats["steps"])
 
-
 def test_loss_threshold_runs_on_and_is_honoured():
     support, labels = blobs(episodes=10, n_way=3, shots=4, dim=16, noise=0.3, seed=1)
     fit = get_head("greedy_random", loss_threshold=0.3, sigma=0.5).fit(
@@ -38,7 +28,6 @@ def test_loss_threshold_runs_on_and_is_honoured():
     loss = linear_loss(linear_logits(support, fit.weight, fit.bias), labels)
     assert torch.all(fit.stats["stop_reason"] == FITTED)
     assert torch.all(loss < 0.3 + 1e-5)
-
 
 def test_sigma_shrinks_after_patience_failures_then_min_sigma_or_budget_stops():
     # Two identical examples labelled 0 and 1: the zero head (equal logits) is the optimum,
@@ -58,7 +47,6 @@ def test_sigma_shrinks_after_patience_failures_then_min_sigma_or_budget_stops():
     assert torch.all(fit.stats["stop_reason"] == BUDGET) and torch.all(fit.stats["steps"] == 20)
     assert fit.stats["sigma"].tolist() == pytest.approx([1 / 16] * 3)
 
-
 def test_deterministic_given_the_generator():
     support, labels = blobs(episodes=6, n_way=3, shots=2, dim=8, noise=0.5, seed=3)
     head = get_head("greedy_random", candidates=3)
@@ -67,7 +55,6 @@ def test_deterministic_given_the_generator():
     other = head.fit(support, labels, 3, generator=torch.Generator().manual_seed(6))
     assert torch.equal(first.weight, again.weight) and torch.equal(first.bias, again.bias)
     assert not torch.equal(first.weight, other.weight)
-
 
 def test_rejects_bad_settings():
     with pytest.raises(UserError, match="heads.greedy_random.shrink"):

@@ -9,16 +9,7 @@ from fewshot.heads import get_head
 from fewshot.heads.common import linear_accuracy, linear_logits, linear_loss
 from fewshot.heads.compass import episode_keys, move_loss, poll_order, poll_side, prepare_problem, state_terms
 from fewshot.heads.pattern_search import BUDGET, FITTED, MIN_RADIUS, PatternSearchHead
-
-
-def blobs(episodes: int, n_way: int, shots: int, dim: int, noise: float, seed: int):
-    """L2-normalized Gaussian class blobs: support [E, n_way * shots, dim] and labels."""
-    generator = torch.Generator().manual_seed(seed)
-    centers = torch.randn(episodes, n_way, dim, generator=generator)
-    labels = torch.arange(n_way).repeat_interleave(shots).expand(episodes, -1).contiguous()
-    points = centers.gather(1, labels.unsqueeze(-1).expand(-1, -1, dim))
-    points = points + noise * torch.randn(points.shape, generator=generator)
-    return torch.nn.functional.normalize(points, dim=-1), labels
+from tests.fewshot.heads.data import blobs
 
 
 def reference_fit(head: PatternSearchHead, support: torch.Tensor, labels: torch.Tensor, n_way: int,

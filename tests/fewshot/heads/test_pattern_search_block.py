@@ -11,15 +11,7 @@ from fewshot.heads.losses import decision_loss
 from fewshot.heads.pattern_search import BUDGET, FITTED, MIN_RADIUS, PatternSearchHead
 from fewshot.heads.protocol import reached_stop
 from fewshot.heads.starts import draw_start
-
-
-def blobs(episodes: int, n_way: int, shots: int, dim: int, noise: float, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    centers = torch.randn(episodes, n_way, dim, generator=generator, dtype=torch.float64)
-    labels = torch.arange(n_way).repeat_interleave(shots).expand(episodes, -1).contiguous()
-    points = centers.gather(1, labels.unsqueeze(-1).expand(-1, -1, dim))
-    points = points + noise * torch.randn(points.shape, generator=generator, dtype=torch.float64)
-    return torch.nn.functional.normalize(points, dim=-1), labels
+from tests.fewshot.heads.data import blobs
 
 
 def block_reference(c: PatternSearchHead.Config, support, labels, n_way, generator):
@@ -104,7 +96,7 @@ class RecordingHead(PatternSearchHead):
 ])
 def test_block_search_follows_the_one_at_a_time_reference(settings):
     settings = dict(settings)
-    support, labels = blobs(episodes=4, n_way=3, shots=2, dim=6, noise=0.6, seed=3)
+    support, labels = blobs(episodes=4, n_way=3, shots=2, dim=6, noise=0.6, seed=3, dtype=torch.float64)
     support = support * settings.pop("feature_scale", 1.0)
     support[0, :, 2] = 0.0  # a dead feature: its moves are exact ties (and real moves under the full norm)
     config = PatternSearchHead.Config(variant="block", radius=0.5, **settings)

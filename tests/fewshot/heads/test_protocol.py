@@ -10,15 +10,7 @@ from fewshot.heads import get_head
 from fewshot.heads.common import linear_accuracy, linear_logits
 from fewshot.heads.losses import decision_loss
 from fewshot.heads.starts import draw_start
-
-
-def blobs(episodes: int = 4, n_way: int = 3, shots: int = 3, dim: int = 24, noise: float = 0.8, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    centers = torch.randn(episodes, n_way, dim, generator=generator)
-    labels = torch.arange(n_way).repeat_interleave(shots).expand(episodes, -1).contiguous()
-    points = centers.gather(1, labels.unsqueeze(-1).expand(-1, -1, dim))
-    points = points + noise * torch.randn(points.shape, generator=generator)
-    return torch.nn.functional.normalize(points, dim=-1), labels
+from tests.fewshot.heads.data import blobs
 
 
 def torch_sgd_reference(support, labels, n_way, config, seed):
