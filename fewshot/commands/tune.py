@@ -16,7 +16,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
     checkpoint = existing_checkpoint(args.checkpoint)
     config = load_run_config(args)
     check_space(config.heads, config.tune)  # before prepare_run creates the output folder
-    config, dataset, run = prepare_run(args)
+    config, dataset, run = prepare_run(args, checkpoint)  # the validation pass checks the checkpoint too
     try:
         run_tune(config, dataset, checkpoint, run)
     finally:
