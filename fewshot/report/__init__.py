@@ -17,10 +17,7 @@ from episodes.errors import fail
 from episodes.io import atomic_write_text
 from fewshot.leaderboard import merge
 from fewshot.report.html import ReportTable, page_html
-from fewshot.report.science import bands, volumes
 from fewshot.report.sections import EXTRA_TABLES, SECTIONS, ReportData
-
-SECTIONS[-1:-1] = [bands, volumes]  # after the diagnostics, before tables other modules add
 
 __all__ = ["EXTRA_TABLES", "SECTIONS", "ReportData", "ReportTable", "build_report", "write_report"]
 

@@ -1,8 +1,8 @@
 """The report's built-in sections: one builder each, from the results documents to HTML.
 
 A section builder takes the `ReportData` and returns `(title, body HTML)`, or None when it
-has nothing to show. Tables that other modules compute (band, volume tables, ...) come in
-through `EXTRA_TABLES` without touching these builders.
+has nothing to show (the band and volume sections appear only for results that have them).
+Tables that other modules compute come in through `EXTRA_TABLES` without touching these builders.
 """
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from fewshot.bands import BAND_NOTE, band_cell, band_name
 from fewshot.leaderboard import MISMATCH_MARK, LeaderboardRow
 from fewshot.plot import render_accuracy
 from fewshot.report.figures import DPI, Difference, forest_plot
 from fewshot.report.html import ReportTable, escape, image_html, table_html
 from fewshot.stats import CI_FORMULA, CI_METHOD, RANK_ALPHA, RANK_TEST, paired_tests
+from fewshot.volume.report import render_volume, volume_rows, volume_title
 
 ORACLE_NOTE = "oracle: sees information a real head does not (e.g. query labels); shown for reference, not ranked"
 
@@ -180,4 +182,37 @@ def extra_tables(data: ReportData) -> tuple[str, str] | None:
     return ("More tables", "".join(table_html(table) for table in tables)) if tables else None
 
 
-SECTIONS: list[Section] = [overview, leaderboard, accuracy_plot, comparisons, diagnostics, extra_tables]
+def bands(data: ReportData) -> tuple[str, str] | None:
+    """Accuracy per (loss band, head): the seed's Tables 2-3 layout."""
+    tables = []
+    for doc in (doc for doc in data.docs if doc.get("band_table")):
+        table = doc["band_table"]
+        rows = [(band_name(*row["band"]), *(band_cell(row["cells"].get(column)) for column in table["columns"]))
+                for row in table["rows"]]
+        tables.append(ReportTable(title=f"{_setting(doc)}: accuracy (%) per loss band", columns=("Band", *table["columns"]),
+                                  rows=rows, numeric=tuple(table["columns"]), note=BAND_NOTE))
+    return ("Loss bands", "".join(map(table_html, tables))) if tables else None
+
+
+def volumes(data: ReportData) -> tuple[str, str] | None:
+    """Fitting-region volumes, guess & check's expected accuracy, each head's percentile; the plot."""
+    docs = [doc for doc in data.docs if "volume" in doc]
+    if not docs:
+        return None
+    parts = []
+    for doc in docs:
+        estimates, heads = volume_rows(doc["volume"])
+        parts.append(table_html(ReportTable(title=volume_title(doc), columns=("Quantity", "Mean ± CI95 (MC error)"),
+                                            rows=estimates, numeric=("Mean ± CI95 (MC error)",))))
+        parts.append(table_html(ReportTable(
+            title="", columns=("Head", "Query accuracy (%)", "Percentile in the fitting region"), rows=heads,
+            numeric=("Query accuracy (%)", "Percentile in the fitting region"),
+            note="Percentile of the head's query accuracy within the accuracies of all heads that fit the support "
+                 "set, weighted by prior volume (what guess & check draws).")))
+    parts.append(image_html(render_volume(docs, "png", dpi=DPI), "volume-weighted accuracy of the fitting heads",
+                            "Left: accuracy distribution of the heads that fit the support set, by prior volume, "
+                            "with each head's mean. Right: log10 volume with correct vs poisoned queries."))
+    return "Volume lab", "".join(parts)
+
+
+SECTIONS: list[Section] = [overview, leaderboard, accuracy_plot, comparisons, diagnostics, bands, volumes, extra_tables]
