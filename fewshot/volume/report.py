@@ -11,9 +11,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from episodes.io import atomic_write_bytes
 
 __all__ = ["volume_markdown", "plot_volume", "render_volume", "volume_rows"]
@@ -86,6 +83,9 @@ def plot_volume(docs: Sequence[dict], path: str | os.PathLike) -> Path:
 
 def render_volume(docs: Sequence[dict], image_format: str = "png", dpi: int = 110) -> bytes:
     """The volume plot (see `plot_volume`) as image bytes."""
+    # matplotlib only here: the tables (`fewshot leaderboard`) do not need it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     docs = [d for d in docs if "volume" in d]
     figure = Figure(figsize=(10, 3.6 * max(1, len(docs))), layout="constrained")
     FigureCanvasAgg(figure)
