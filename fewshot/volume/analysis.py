@@ -58,13 +58,11 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     """
     config.check("volume")
     episodes, shots = labels.shape
-    queries = query_labels.shape[1]
     s, s_b = config.gaussian_scales()
     prior = LogitPrior.from_features(torch.cat([support, query], 1), scale=s, bias_scale=s_b)
     support_prior = LogitPrior.from_features(support, scale=s, bias_scale=s_b)
     labels, query_labels = labels.cpu().long(), query_labels.cpu().long()
-    points = torch.arange(shots + queries).expand(episodes, -1)
-    fits = Constraints.beat_all(points[:, :shots], labels, n_way, support_prior)
+    fits = Constraints.beat_all(labels, n_way, support_prior)
     settings, repeats = config.splitting(), config.repeats
     fit = split_volume(support_prior, fits, n_way, _streams(seed, setting, ids, "fit", repeats), settings)
     query_logits = query_given_support(prior, fit.samples.flatten(1, 2), shots,
@@ -97,15 +95,11 @@ def _good_and_poisoned(support: torch.Tensor, labels: torch.Tensor, query: torch
                        setting: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(log10 volume, its se, stalled) [E] of the heads that fit the support AND classify every query
     correctly ("good") or as the wrong label (y + 1) mod N ("poisoned"); arguments as `analyze_episodes`."""
-    episodes, shots = labels.shape
     s, s_b = config.gaussian_scales()
     prior = LogitPrior.from_features(torch.cat([support, query], 1), scale=s, bias_scale=s_b)
-    support_prior = LogitPrior.from_features(support, scale=s, bias_scale=s_b)
-    points = torch.arange(shots + query_labels.shape[1]).expand(episodes, -1)
-    fits = Constraints.beat_all(points[:, :shots], labels, n_way, support_prior)
     parts = {}
     for part, target in (("good", query_labels), ("poisoned", (query_labels + 1) % n_way)):
-        both = fits.cat(Constraints.beat_all(points[:, shots:], target, n_way, prior))
+        both = Constraints.beat_all(torch.cat([labels, target], 1), n_way, prior)
         result = split_volume(prior, both, n_way, _streams(seed, setting, ids, part, config.repeats), config.splitting())
         parts[part] = (result.log10, result.se, result.stalled.double())
     return parts

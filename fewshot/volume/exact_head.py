@@ -73,7 +73,7 @@ def fit_exact(support: torch.Tensor, labels: torch.Tensor, n_way: int, *, distri
                           device=generator.device).cpu().tolist()
     s, s_b = prior_scales(distribution, scale, bias)
     prior = LogitPrior.from_features(support, scale=s, bias_scale=s_b)
-    constraints = Constraints.beat_all(torch.arange(shots).expand(episodes, shots), labels.cpu().long(), n_way, prior)
+    constraints = Constraints.beat_all(labels.cpu().long(), n_way, prior)
     result = split_volume(prior, constraints, n_way, Streams([seed for row in seeds for seed in row[:-1]]), settings)
     own = Streams([row[-1] for row in seeds])                      # per episode: pick a chain, then theta0
     chains = result.samples.flatten(1, 2)                          # [E, R * C, S, N]

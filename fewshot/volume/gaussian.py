@@ -14,13 +14,14 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from episodes.errors import fail
 
-__all__ = ["LogitPrior", "check_features"]
+__all__ = ["LogitPrior", "PointBlocks", "check_features"]
 
 
 def check_features(features: torch.Tensor, what: str = "features") -> None:
@@ -65,6 +66,11 @@ class LogitPrior:
         values = torch.where(values > tol, values, torch.zeros_like(values))
         return cls(vectors * values.sqrt().unsqueeze(1), values, vectors, float(scale), float(bias_scale))
 
+    def take(self, index: torch.Tensor) -> "LogitPrior":
+        """The priors of episodes `index`."""
+        return LogitPrior(self.factor[index], self.eigenvalues[index], self.eigenvectors[index], self.scale,
+                          self.bias_scale)
+
     @property
     def variance(self) -> torch.Tensor:
         """Diagonal of K, [E, P]: the prior variance of each point's logit of a class."""
@@ -79,3 +85,63 @@ class LogitPrior:
         safe = torch.where(self.eigenvalues > 0, self.eigenvalues, torch.ones_like(self.eigenvalues))
         inverse = torch.where(self.eigenvalues > 0, 1 / safe, torch.zeros_like(safe))
         return (self.eigenvectors * inverse.unsqueeze(1)) @ self.eigenvectors.transpose(1, 2)
+
+
+def _psd_factor(covariance: torch.Tensor) -> torch.Tensor:
+    """F with F F^T = covariance [E, b, b], negative round-off eigenvalues clamped to 0."""
+    values, vectors = torch.linalg.eigh(covariance)
+    return vectors * values.clamp_min(0.0).sqrt().unsqueeze(1)
+
+
+@dataclass
+class PointBlocks:
+    """The Gaussian conditional of each block of points' logits (one class) given the other points'.
+
+    For a block B of points, z_B | z_rest ~ N(G_B z, F_B F_B^T) with G_B = K_B,rest K_rest,rest^+
+    (zero on B's own columns) and F_B F_B^T = K_BB - G_B K_rest,B: the Schur complement, written
+    with the pseudo-inverse so that singular K (duplicates, more points than dims) stay exact.
+    The constraints are per point, so a LIN-ESS move of one block of one class column meets only
+    that block's constraints: on polytopes with hundreds of points it takes far longer arcs than a
+    move of the whole column. One block (the default) is the whole column: G = 0, F = L.
+
+    Args:
+        ranges: (start, stop) of each block of points.
+        gains: per block, [E, b, P] (None for a single block).
+        factors: per block, [E, b, b].
+    """
+
+    ranges: list[tuple[int, int]]
+    gains: list[torch.Tensor | None]
+    factors: list[torch.Tensor]
+
+    @classmethod
+    def from_prior(cls, prior: LogitPrior, blocks: int = 1) -> "PointBlocks":
+        """`blocks` contiguous blocks of the prior's points (as equal as possible)."""
+        points = prior.factor.shape[1]
+        if blocks <= 1 or points <= 1:
+            return cls([(0, points)], [None], [prior.factor])
+        gram = prior.factor.double() @ prior.factor.double().transpose(1, 2)
+        size = math.ceil(points / min(blocks, points))
+        ranges, gains, factors = [], [], []
+        for start in range(0, points, size):
+            stop = min(points, start + size)
+            rest = torch.cat([torch.arange(start), torch.arange(stop, points)])
+            cross = gram[:, start:stop][:, :, rest]                                    # [E, b, P - b]
+            gain_rest = cross @ torch.linalg.pinv(gram[:, rest][:, :, rest], hermitian=True)
+            gain = torch.zeros(gram.shape[0], stop - start, points, dtype=gram.dtype)
+            gain[:, :, rest] = gain_rest
+            covariance = gram[:, start:stop, start:stop] - gain_rest @ cross.transpose(1, 2)
+            ranges.append((start, stop))
+            gains.append(gain)
+            factors.append(_psd_factor((covariance + covariance.transpose(1, 2)) / 2))
+        return cls(ranges, gains, factors)
+
+    def take(self, index: torch.Tensor) -> "PointBlocks":
+        """The blocks of episodes `index`."""
+        return PointBlocks(self.ranges, [None if g is None else g[index] for g in self.gains],
+                           [f[index] for f in self.factors])
+
+    def to(self, dtype: torch.dtype) -> "PointBlocks":
+        """The same blocks in `dtype`."""
+        return PointBlocks(self.ranges, [None if g is None else g.to(dtype) for g in self.gains],
+                           [f.to(dtype) for f in self.factors])

@@ -6,11 +6,11 @@ g_j = a_j cos t + b_j sin t + shift is a sinusoid, so it fails on one arc comput
 form. The feasible set is the circle minus the union of those arcs: one arc when shift = 0 (a
 cone), possibly several when shift > 0. t is drawn uniformly on it: no rejection, no shrinking.
 
-Constraints here are "logit of class p beats logit of class n at point i", normalized by the
+Constraints here are "logit of class y_i beats logit of class n at point i", normalized by the
 prior standard deviation of that difference, so a single `shift` means the same everywhere.
 
 Example:
-    >>> cons = Constraints.pairwise(points, positive, negative, prior)   # [E, M] each
+    >>> cons = Constraints.beat_all(labels, n_way, prior)   # labels [E, P]: every point's class
     >>> z = lin_ess_step(z, shift, cons, prior, streams, index)
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from episodes.errors import fail
-from fewshot.volume.gaussian import LogitPrior
+from fewshot.volume.gaussian import LogitPrior, PointBlocks
 from fewshot.volume.streams import Streams
 
 __all__ = ["Constraints", "feasible_arc_sample", "lin_ess_step", "lin_ess_class_step"]
@@ -30,61 +30,67 @@ TWO_PI = 2 * math.pi
 
 @dataclass
 class Constraints:
-    """g_j(z) = (z[point_j, positive_j] - z[point_j, negative_j]) / sigma_j >= -shift, per episode.
+    """Point i's logit of class target_i beats every other class's, in prior standard deviations:
+    g_in(z) = (z[i, target_i] - z[i, n]) / sigma_i >= -shift for every n != target_i.
+
+    Every point of the prior is constrained (support points to fit, query points for the good and
+    poisoned volumes). sigma_i is the prior std of the difference of two classes' logits at point
+    i, the same for every pair, so a point's N - 1 constraints collapse into one margin,
+    (z[i, target_i] - max_{n != target_i} z[i, n]) / sigma_i, and moving one class's column they
+    collapse into one constraint per point (`lin_ess_class_step`).
 
     Args:
-        positive, negative: [E, M] indices into z flattened over (point, class).
-        sigma: [E, M] prior standard deviation of the difference (> 0).
+        target: [E, P] the class that must win at each point.
+        sigma: [E, P] prior std of the difference of two logits at each point (> 0).
     """
 
-    positive: torch.Tensor
-    negative: torch.Tensor
+    target: torch.Tensor
     sigma: torch.Tensor
 
     @classmethod
-    def beat_all(cls, points: torch.Tensor, labels: torch.Tensor, n_way: int, prior: LogitPrior) -> "Constraints":
-        """Point `points[e, i]`'s logit of class `labels[e, i]` beats each other class's.
+    def beat_all(cls, labels: torch.Tensor, n_way: int, prior: LogitPrior) -> "Constraints":
+        """Each of the prior's points must be classified as its label.
 
         Args:
-            points: [E, Q] indices of the constrained points among the prior's P points.
-            labels: [E, Q] the class that must win at each point.
+            labels: [E, P] the class that must win at each point of the prior.
             n_way: classes.
-            prior: the logit prior (for the normalizing standard deviations).
+            prior: the logit prior of the P points (for the normalizing standard deviations).
         """
-        others = torch.arange(n_way).expand(*labels.shape, n_way)
-        keep = others != labels.unsqueeze(-1)
-        negative = others[keep].view(*labels.shape, n_way - 1)
-        point = points.unsqueeze(-1).expand_as(negative)
-        variance = prior.variance.gather(1, points)
+        if labels.shape != prior.variance.shape or bool(((labels < 0) | (labels >= n_way)).any()):
+            raise ValueError(f"labels {tuple(labels.shape)} must be one class in [0, {n_way}) per point of the "
+                             f"prior {tuple(prior.variance.shape)}")
+        variance = prior.variance
         if bool((variance <= 0).any()):
             episode = int((variance <= 0).any(dim=1).nonzero()[0])
             raise fail(f"A point of episode {episode} has all-zero features and the prior has no bias, so its "
                        "logits are all 0 and no head classifies it: the volume is undefined.",
                        "Drop all-zero feature vectors, or give the prior a bias (bias_scale > 0).")
-        sigma = (2 * variance).sqrt().unsqueeze(-1).expand_as(negative)
-        flat = lambda classes: (point * n_way + classes).flatten(1)  # noqa: E731
-        return cls(flat(labels.unsqueeze(-1).expand_as(negative)), flat(negative), sigma.flatten(1).clone())
-
-    def cat(self, other: "Constraints") -> "Constraints":
-        """Both sets of constraints."""
-        return Constraints(torch.cat([self.positive, other.positive], 1), torch.cat([self.negative, other.negative], 1),
-                           torch.cat([self.sigma, other.sigma], 1))
+        return cls(labels.long(), (2 * variance).sqrt())
 
     def take(self, index: torch.Tensor) -> "Constraints":
         """The constraints of episodes `index`."""
-        return Constraints(self.positive[index], self.negative[index], self.sigma[index])
+        return Constraints(self.target[index], self.sigma[index])
 
     def values(self, z: torch.Tensor) -> torch.Tensor:
-        """g [E, C, M] of logits z [E, C, P, N]."""
-        flat = z.flatten(2)
-        shape = (*flat.shape[:2], self.positive.shape[1])
-        pos = flat.gather(2, self.positive.unsqueeze(1).expand(shape))
-        neg = flat.gather(2, self.negative.unsqueeze(1).expand(shape))
-        return (pos - neg) / self.sigma.unsqueeze(1)
+        """All pairwise g [E, C, P * (N - 1)] of logits z [E, C, P, N] (point-major)."""
+        n_way = z.shape[-1]
+        others = torch.arange(n_way).expand(*self.target.shape, n_way)
+        negative = others[others != self.target.unsqueeze(-1)].view(*self.target.shape, n_way - 1)
+        chains = z.shape[1]
+        own = z.gather(3, self.target[:, None, :, None].expand(-1, chains, -1, 1))
+        rival = z.gather(3, negative.unsqueeze(1).expand(-1, chains, -1, -1))
+        return ((own - rival) / self.sigma[:, None, :, None]).flatten(2)
+
+    def margins(self, z: torch.Tensor) -> torch.Tensor:
+        """min_n g_in [E, C, P]: each point's normalized margin (>= -shift iff all its constraints hold)."""
+        index = self.target[:, None, :, None].expand(-1, z.shape[1], -1, 1)
+        own = z.gather(3, index)
+        rival = z.scatter(3, index, -math.inf).amax(3, keepdim=True)
+        return ((own - rival) / self.sigma.unsqueeze(1).unsqueeze(-1)).squeeze(3)
 
     def score(self, z: torch.Tensor) -> torch.Tensor:
         """min_j g_j [E, C]: z satisfies the constraints shifted by s iff score >= -s."""
-        return self.values(z).amin(dim=2)
+        return self.margins(z).amin(dim=2)
 
 
 def feasible_arc_sample(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -100,7 +106,7 @@ def feasible_arc_sample(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, u
     phase = torch.atan2(b, a)
     # a cos t + b sin t = r cos(t - phase) >= -shift  <=>  |t - phase| <= alpha.
     shift = shift if shift.dim() == a.dim() else shift.unsqueeze(-1)
-    cos_alpha = (-shift / radius.clamp_min(1e-300)).clamp(-1.0, 1.0)
+    cos_alpha = (-shift / radius.clamp_min(torch.finfo(radius.dtype).tiny)).clamp(-1.0, 1.0)
     alpha = torch.arccos(cos_alpha)
     length = TWO_PI - 2 * alpha                                     # the infeasible arc
     low = torch.remainder(phase + alpha, TWO_PI)
@@ -121,7 +127,8 @@ def feasible_arc_sample(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, u
     piece = torch.searchsorted(ends, target.unsqueeze(-1).contiguous(), right=True).clamp_max(gaps.shape[-1] - 1)
     offset = target - (ends.gather(-1, piece) - gaps.gather(-1, piece)).squeeze(-1)
     t = starts.gather(-1, piece).squeeze(-1) + offset
-    return torch.where(total > 1e-12, t, torch.zeros_like(t))
+    # Round-off leaves slivers of a few eps where a measure-0 set should be: stay there.
+    return torch.where(total > 100 * torch.finfo(total.dtype).eps, t, torch.zeros_like(t))
 
 
 def lin_ess_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constraints, prior: LogitPrior,
@@ -135,46 +142,51 @@ def lin_ess_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constraints,
         prior: the episodes' logit priors (E of them).
         streams: random streams; `index` [E] says which stream each episode draws from.
     """
-    proposal = prior.sample(streams.randn(tuple(z.shape[1:]), index))
+    proposal = prior.sample(streams.randn(tuple(z.shape[1:]), index, z.dtype))
     t = feasible_arc_sample(constraints.values(z), constraints.values(proposal),
-                            shift.unsqueeze(1).expand(z.shape[:2]), streams.rand((z.shape[1],), index))
+                            shift.unsqueeze(1).expand(z.shape[:2]), streams.rand((z.shape[1],), index, z.dtype))
     t = t.unsqueeze(-1).unsqueeze(-1)
     return z * t.cos() + proposal * t.sin()
 
 
-def lin_ess_class_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constraints, prior: LogitPrior,
-                       streams: Streams, index: torch.Tensor) -> torch.Tensor:
-    """One LIN-ESS move of each class's logit column in turn (a Gibbs sweep over classes).
+def lin_ess_class_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constraints,
+                       prior: LogitPrior | PointBlocks, streams: Streams, index: torch.Tensor) -> torch.Tensor:
+    """One LIN-ESS move of each class's logit column in turn (a Gibbs sweep over classes), by blocks.
 
-    The prior factorizes over classes (z_c ~ N(0, K) independently), so moving z_c alone on
-    the ellipse z_c cos t + nu_c sin t, nu_c ~ N(0, K), with the other classes fixed leaves the
-    restricted prior invariant. Each constraint involving c is affine in z_c (the other class's
-    logit enters its offset, so the feasible set may be several arcs); the others are constant.
-    Per move this works in P dims instead of P * N, and it mixes far better on polytopes with
-    many constraints (measured: docs/readme/issue8.md).
+    The prior factorizes over classes (z_c ~ N(0, K) independently), so moving z_c alone with the
+    other classes fixed leaves the restricted prior invariant, and so does moving one block B of
+    its points given the rest: on the ellipse m + (z_cB - m) cos t + nu sin t around the
+    conditional mean m, nu from the conditional (`PointBlocks`). Along it each point of B keeps
+    one binding constraint: a point of class c needs z_c above its best rival,
+    max_{n != c} z_n; a point of another class y needs z_c below z_y. Each is affine in z_cB with
+    an offset from the fixed logits, so the feasible set may be several arcs. Per move this works
+    in b dims instead of P * N, and it mixes far better on polytopes with many constraints
+    (measured: docs/readme/issue8.md).
 
-    Args: as `lin_ess_step`.
+    Args: as `lin_ess_step`; `prior` may be `PointBlocks` (a `LogitPrior` is one block).
     """
-    episodes, chains, points, n_way = z.shape
-    point = constraints.positive // n_way
-    positive_class, negative_class = constraints.positive % n_way, constraints.negative % n_way
-    sigma = constraints.sigma.unsqueeze(1)
-    noise = streams.randn((n_way, chains, points), index)           # [E, N, C, P]
-    shape = (episodes, chains, point.shape[1])
-    at_point = point.unsqueeze(1).expand(shape)
-    z = z.clone()
+    blocks = prior if isinstance(prior, PointBlocks) else PointBlocks.from_prior(prior)
+    chains, n_way = z.shape[1], z.shape[3]
+    target, sigma = constraints.target.unsqueeze(1), constraints.sigma.unsqueeze(1)   # [E, 1, P]
+    # Contiguous: a gathered z can come permuted, and mixed layouts take torch's slow strided paths (measured 4x).
+    z = z.clone(memory_format=torch.contiguous_format)
     for c in range(n_way):
-        proposal = torch.einsum("epq,ecq->ecp", prior.factor, noise[:, c])
-        flat = z.flatten(2)
-        z_pos = flat.gather(2, constraints.positive.unsqueeze(1).expand(shape))
-        z_neg = flat.gather(2, constraints.negative.unsqueeze(1).expand(shape))
-        moving = proposal.gather(2, at_point)
-        is_pos, is_neg = (positive_class == c).unsqueeze(1), (negative_class == c).unsqueeze(1)
-        # g = (z_pos - z_neg) / sigma + shift, with z_c(t) = z_c cos t + nu_c sin t on one side.
-        a = torch.where(is_pos, z_pos, torch.where(is_neg, -z_neg, 0.0)) / sigma
-        b = torch.where(is_pos, moving, torch.where(is_neg, -moving, 0.0)) / sigma
-        offset = torch.where(is_pos, -z_neg, torch.where(is_neg, z_pos, 0.0)) / sigma + shift[:, None, None]
-        offset = torch.where(is_pos | is_neg, offset, torch.ones_like(offset))   # constant: never binds
-        t = feasible_arc_sample(a, b, offset, streams.rand((chains,), index)).unsqueeze(-1)
-        z[..., c] = z[..., c] * t.cos() + proposal * t.sin()
+        for (start, stop), gain, factor in zip(blocks.ranges, blocks.gains, blocks.factors):
+            proposal = torch.einsum("epq,ecq->ecp", factor, streams.randn((chains, stop - start), index, z.dtype))
+            column = z[..., c]
+            mean = 0.0 if gain is None else torch.einsum("epq,ecq->ecp", gain, column)
+            part = z[:, :, start:stop]
+            own = target[..., start:stop] == c
+            if n_way > 1:
+                rival = torch.cat([part[..., :c], part[..., c + 1:]], 3).amax(3)
+                at_target = part.gather(3, target[..., start:stop].expand(-1, chains, -1).unsqueeze(3)).squeeze(3)
+                reference = torch.where(own, rival, at_target)
+            else:
+                reference = torch.full_like(proposal, -math.inf)
+            sign = torch.where(own, 1.0, -1.0) / sigma[..., start:stop]
+            offset = column[..., start:stop] - mean
+            # g = sign * (m + offset cos t + nu sin t - reference) + shift.
+            t = feasible_arc_sample(sign * offset, sign * proposal, shift[:, None, None] + sign * (mean - reference),
+                                    streams.rand((chains,), index, z.dtype)).unsqueeze(-1)
+            z[:, :, start:stop, c] = mean + offset * t.cos() + proposal * t.sin()
     return z

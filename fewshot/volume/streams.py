@@ -1,9 +1,10 @@
 """One random stream per problem (episode and repeat), so results do not depend on batching.
 
-Every draw for a problem comes from its own `torch.Generator`, seeded from the problem's
-identity, and a problem consumes its stream in the same order whichever other problems share
-its batch. Splitting episodes into other chunks, sub-batches or processes therefore gives
-bit-identical numbers.
+Every draw for a problem comes from its own generator (numpy's PCG64: its ziggurat normals
+cost 0.6x torch's CPU float64 normals here, and normals are a fifth of the sampler's time),
+seeded from the problem's identity, and a problem consumes its stream in the same order
+whichever other problems share its batch. Splitting episodes into other chunks, sub-batches or
+processes therefore gives bit-identical numbers.
 
 Example:
     >>> streams = Streams([11, 12, 13])
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
+import numpy as np
 import torch
 
 __all__ = ["Streams", "stream_seed"]
@@ -25,29 +27,33 @@ def stream_seed(*parts: object) -> int:
 
 
 class Streams:
-    """Per-problem generators (float64 draws).
+    """Per-problem generators (float64 draws, or float32 for the sampler).
 
     Args:
         seeds: one seed per problem.
     """
 
     def __init__(self, seeds: Sequence[int]):
-        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        self.generators = [np.random.Generator(np.random.PCG64(int(seed))) for seed in seeds]
 
     def __len__(self) -> int:
         return len(self.generators)
 
-    def _draw(self, kind: str, shape: tuple[int, ...], index: torch.Tensor | None) -> torch.Tensor:
+    def _draw(self, kind: str, shape: tuple[int, ...], index: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         chosen = range(len(self.generators)) if index is None else index.tolist()
-        draw = torch.randn if kind == "randn" else torch.rand
         if not chosen:
-            return torch.empty((0, *shape), dtype=torch.float64)
-        return torch.stack([draw(shape, generator=self.generators[i], dtype=torch.float64) for i in chosen])
+            return torch.empty((0, *shape), dtype=dtype)
+        kind_dtype = np.float64 if dtype == torch.float64 else np.float32
+        draw = (lambda g: g.standard_normal(shape, dtype=kind_dtype)) if kind == "randn" else \
+            (lambda g: g.random(shape, dtype=kind_dtype))
+        return torch.from_numpy(np.stack([draw(self.generators[i]) for i in chosen]))
 
-    def randn(self, shape: tuple[int, ...], index: torch.Tensor | None = None) -> torch.Tensor:
+    def randn(self, shape: tuple[int, ...], index: torch.Tensor | None = None,
+              dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Standard normal draws [len(index), *shape] from the streams in `index` (all if None)."""
-        return self._draw("randn", shape, index)
+        return self._draw("randn", shape, index, dtype)
 
-    def rand(self, shape: tuple[int, ...], index: torch.Tensor | None = None) -> torch.Tensor:
+    def rand(self, shape: tuple[int, ...], index: torch.Tensor | None = None,
+             dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Uniform [0, 1) draws [len(index), *shape] from the streams in `index` (all if None)."""
-        return self._draw("rand", shape, index)
+        return self._draw("rand", shape, index, dtype)

@@ -13,10 +13,15 @@ from scipy import stats
 from tests.fewshot.conftest import run_fewshot
 
 
+# The volume analysis on 110 episodes: two chunks of episodes, so two processes share the work.
+VOLUME = ("volume.enabled=true", "volume.episodes=110", "volume.chains=8", "volume.repeats=2", "volume.sweeps=1",
+          "volume.burn_in=1", "volume.poisoned_episodes=0")
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, tiny_config):
     root = tmp_path_factory.mktemp("bench")
-    result = run_fewshot("benchmark", "--config", str(tiny_config), "--output-dir", str(root / "run1"),
+    result = run_fewshot("benchmark", "--config", str(tiny_config), "--output-dir", str(root / "run1"), *VOLUME,
                          data_root=root / "data")
     return root, result
 
@@ -80,7 +85,7 @@ def test_same_config_twice_gives_identical_results_and_reuses_the_cache(first_ru
     root, _ = first_run
     # --retrain: pretraining again (not reusing the stored checkpoint) must give the same backbone.
     again = run_fewshot("benchmark", "--config", str(tiny_config), "--output-dir", str(root / "run2"), "--retrain",
-                        data_root=root / "data")
+                        *VOLUME, data_root=root / "data")
     assert "reusing cached features" in again.stdout
     for name in ("results-3way-1shot.json", "results-3way-2shot.json"):
         first, second = load(root / "run1" / name), load(root / "run2" / name)
@@ -88,6 +93,7 @@ def test_same_config_twice_gives_identical_results_and_reuses_the_cache(first_ru
             second["backbone"]["checkpoint_sha256"]
         for a, b in zip(first["heads"], second["heads"]):
             assert a["per_episode"] == b["per_episode"] and a["diagnostics"] == b["diagnostics"]
+        assert first["volume"] == second["volume"]
 
 
 def test_distributed_evaluation_matches_one_process(first_run, tiny_config):
@@ -95,7 +101,7 @@ def test_distributed_evaluation_matches_one_process(first_run, tiny_config):
     launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",
                 "-m", "fewshot")
     run_fewshot("evaluate", "--checkpoint", str(root / "run1" / "checkpoint-best.pt"), "--config",
-                str(tiny_config), "--output-dir", str(root / "dist"), "--device", "cpu",
+                str(tiny_config), "--output-dir", str(root / "dist"), "--device", "cpu", *VOLUME,
                 data_root=root / "data", launcher=launcher)
     for name in ("results-3way-1shot.json", "results-3way-2shot.json"):
         single, sharded = load(root / "run1" / name), load(root / "dist" / name)
@@ -103,6 +109,10 @@ def test_distributed_evaluation_matches_one_process(first_run, tiny_config):
             assert a["per_episode"] == b["per_episode"] and a["accuracy"] == b["accuracy"]
             assert a["diagnostics"] == b["diagnostics"]
         assert single["comparisons"] == sharded["comparisons"]
+        # The volume analysis too: every episode has its own streams, so two processes give the same numbers.
+        assert single["volume"]["episodes"] == 110 and len(single["volume"]["log10_volume"]["per_episode"]) == 110
+        assert math.isfinite(single["volume"]["log10_volume_poisoned"]["mean"])
+        assert single["volume"] == sharded["volume"]
 
 
 def test_unwritable_output_dir_is_a_clear_error(first_run, tiny_config, tmp_path):
@@ -147,7 +157,7 @@ def test_resume_keeps_finished_settings_only_for_the_same_config(first_run, tiny
     out = tmp_path / "resumed"
     shutil.copytree(root / "run1", out)
     args = ("evaluate", "--checkpoint", str(root / "run1" / "checkpoint-best.pt"), "--config", str(tiny_config),
-            "--output-dir", str(out), "--resume")
+            "--output-dir", str(out), "--resume", *VOLUME)
     kept = run_fewshot(*args, data_root=root / "data")
     assert kept.stdout.count("already complete") == 2
     changed = run_fewshot(*args, "heads.sgd.steps=21", data_root=root / "data", check=False)
