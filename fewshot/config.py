@@ -26,11 +26,12 @@ DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
     "logistic_regression": {}, "prototype": {}, "swa": {}, "max_margin": {}, "poisoned": {},
     "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian",
-                          "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 300}}}
+                          "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 1000}}}
 # The demo's volume analysis: first 100 episodes per setting, good/poisoned volumes on the first
-# 5 of them, sized to fit its time budget (see the README's "The volume lab").
-DEMO_VOLUME = {"enabled": True, "episodes": 100, "chains": 32, "repeats": 2, "sweeps": 1, "max_levels": 300,
-               "poisoned": True, "poisoned_episodes": 5}
+# 8 of them, sized to fit its time budget (see the README's "The volume lab"). Blocks of 10 points:
+# whole-column moves fail on the 100-point poisoned polytopes (runs stall or die).
+DEMO_VOLUME = {"enabled": True, "episodes": 100, "chains": 48, "repeats": 2, "sweeps": 1, "level_fraction": 0.6,
+               "max_levels": 1000, "block_size": 10, "poisoned": True, "poisoned_episodes": 8}
 
 
 @dataclass

@@ -182,7 +182,10 @@ def summarize_volume(values: dict[str, torch.Tensor], heads: Sequence[HeadResult
                                     "variance (scale^2 / 3)") if config.prior == "uniform" else None},
         "streams": "per (seed, setting, episode, part, repeat); parts fit, good, poisoned",
         "error": f"se from {config.repeats} independent splitting runs per episode (delta method on log10 of "
-                 "their mean); mc_se = Monte Carlo error of the mean over episodes; ci95 = over episodes",
+                 "their mean, or the runs' log10 spread / sqrt(repeats) if larger); mc_se = Monte Carlo error of "
+                 "the mean over episodes; ci95 = over episodes",
+        "estimator": "generalized adaptive multilevel splitting (Brehier, Lelievre & Rousset 2016), LIN-ESS moves "
+                     "of class columns (blocks of block_size points given the rest), float32 chains",
         "levels_mean": float(values["levels"].mean()),
         "stalled_episodes": int((values["stalled"] > 0).sum()),
         "log10_volume": _estimate(values["log10_volume"], values["log10_volume_se"]),

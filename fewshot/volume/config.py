@@ -24,7 +24,7 @@ class VolumeConfig(SplittingSettings):
         poisoned: also estimate log10_volume_good / log10_volume_poisoned (the costly part).
         poisoned_episodes: those two on the first this many analysed episodes only; 0 = all.
         quantiles: quantiles reported of each episode's volume-weighted accuracy distribution.
-        chains, repeats, level_fraction, sweeps, burn_in, max_levels, point_blocks: multilevel splitting
+        chains, repeats, level_fraction, sweeps, burn_in, max_levels, block_size: multilevel splitting
             (see `fewshot.volume.SplittingSettings`); the error bars come from the repeats.
     """
 
@@ -57,4 +57,4 @@ class VolumeConfig(SplittingSettings):
     def splitting(self) -> SplittingSettings:
         """The multilevel-splitting part of the settings."""
         return SplittingSettings(self.chains, self.repeats, self.level_fraction, self.sweeps, self.burn_in,
-                                 self.max_levels, self.point_blocks)
+                                 self.max_levels, self.block_size)

@@ -102,7 +102,7 @@ class PointBlocks:
     with the pseudo-inverse so that singular K (duplicates, more points than dims) stay exact.
     The constraints are per point, so a LIN-ESS move of one block of one class column meets only
     that block's constraints: on polytopes with hundreds of points it takes far longer arcs than a
-    move of the whole column. One block (the default) is the whole column: G = 0, F = L.
+    move of the whole column. Block size 0 (the default) is the whole column: G = 0, F = L.
 
     Args:
         ranges: (start, stop) of each block of points.
@@ -115,13 +115,13 @@ class PointBlocks:
     factors: list[torch.Tensor]
 
     @classmethod
-    def from_prior(cls, prior: LogitPrior, blocks: int = 1) -> "PointBlocks":
-        """`blocks` contiguous blocks of the prior's points (as equal as possible)."""
+    def from_prior(cls, prior: LogitPrior, size: int = 0) -> "PointBlocks":
+        """Contiguous blocks of `size` of the prior's points, as equal as possible; 0 = one block."""
         points = prior.factor.shape[1]
-        if blocks <= 1 or points <= 1:
+        if size <= 0 or size >= points:
             return cls([(0, points)], [None], [prior.factor])
         gram = prior.factor.double() @ prior.factor.double().transpose(1, 2)
-        size = math.ceil(points / min(blocks, points))
+        size = math.ceil(points / math.ceil(points / size))
         ranges, gains, factors = [], [], []
         for start in range(0, points, size):
             stop = min(points, start + size)
