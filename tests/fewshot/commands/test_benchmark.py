@@ -137,8 +137,11 @@ def test_ctrl_c_leaves_no_partial_results_and_only_complete_cache_entries(first_
     command = [sys.executable, "-m", "fewshot", "evaluate", "--checkpoint", str(root / "run1" / "checkpoint-best.pt"),
                "--config", str(tiny_config), "--output-dir", str(out), "episodes.count=20000",
                "episodes.k_shot=[2]"]
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and then so
+    # would the command (Python keeps an ignored SIGINT ignored): give it the default, as a terminal would.
     process = subprocess.Popen(command, env={**__import__("os").environ, "FEWSHOT_DATA": str(data_root)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list((data_root / "features").glob("features-*.pt")) and time.time() < deadline:
         time.sleep(0.2)
