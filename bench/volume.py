@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot.volume import Constraints, LogitPrior, Streams, split_volume
-from fewshot.volume.analysis import SUB_BATCH, analyze_episodes
+from fewshot.volume.analysis import analyze_episodes, analyze_in_batches
 from fewshot.volume.config import VolumeConfig
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     runs = []
     for seed in range(args.seeds):
         start = time.perf_counter()
-        out = analyze_in_batches(s, y, q, qy, config, seed)
+        out = analyze_in_batches(s, y, q, qy, 5, list(range(args.episodes)), config, seed=seed, setting="bench")
         seconds = time.perf_counter() - start
         runs.append(out)
         print(f"seed {seed}: {seconds:.1f} s for {args.episodes} episodes (5-way 5-shot, {args.dim}-d); "
@@ -119,15 +119,6 @@ def main() -> None:
     years = per_guess / mean_p * args.episodes / 3600 / 24 / 365
     print(f"5-way 5-shot: one guess costs {per_guess * 1e6:.2f} us; mean P(fit) {mean_p:.2e} -> naive rejection "
           f"needs about {years:.2e} years for one accepted head in each of {args.episodes} episodes")
-
-
-def analyze_in_batches(s, y, q, qy, config: VolumeConfig, seed: int) -> dict[str, torch.Tensor]:
-    """`analyze_episodes` over sub-batches of SUB_BATCH episodes, as a run's volume analysis does (a
-    batch of 600 is 1.25x slower: its tensors leave the caches); the numbers do not depend on it."""
-    parts = [analyze_episodes(s[i:i + SUB_BATCH], y[i:i + SUB_BATCH], q[i:i + SUB_BATCH], qy[i:i + SUB_BATCH], 5,
-                              list(range(i, min(len(s), i + SUB_BATCH))), config, seed=seed, setting="bench")
-             for i in range(0, len(s), SUB_BATCH)]
-    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 def compare_dtypes(support, labels, config: VolumeConfig) -> None:
