@@ -12,6 +12,7 @@ from fewshot.heads.pattern_search import BUDGET, FITTED, MIN_RADIUS, PatternSear
 from fewshot.heads.protocol import reached_stop
 from fewshot.heads.starts import draw_start
 from tests.fewshot.heads.data import blobs
+from tests.fewshot.heads.test_pattern_search import RecordingHead
 
 
 def block_reference(c: PatternSearchHead.Config, support, labels, n_way, generator):
@@ -73,16 +74,6 @@ def block_reference(c: PatternSearchHead.Config, support, labels, n_way, generat
                             ("accepted", len(moves)), ("stop_reason", reason)]:
             out[name].append(value)
     return out
-
-
-class RecordingHead(PatternSearchHead):
-    def fit(self, support, labels, n_way, *, generator):
-        self.moves = [[] for _ in range(support.shape[0])]
-        return super().fit(support, labels, n_way, generator=generator)
-
-    def on_accept(self, episodes, params, steps):
-        for episode, param, step in zip(episodes.tolist(), params.tolist(), steps.tolist()):
-            self.moves[episode].append((param, step))
 
 
 @pytest.mark.parametrize("settings", [

@@ -8,12 +8,12 @@ from episodes.errors import UserError
 from fewshot.volume import Constraints, LogitPrior, SplittingSettings, Streams, split_volume
 
 
-def _volume(features, labels, n_way, settings, *, bias_scale=0.0, seed=0):
+def _volume(features, labels, n_way, settings, *, bias_scale=0.0, seed=0, dtype=torch.float32):
     episodes, points = labels.shape
     prior = LogitPrior.from_features(features, scale=1.0, bias_scale=bias_scale)
     constraints = Constraints.beat_all(labels, n_way, prior)
     streams = Streams([seed * 10_000 + i for i in range(episodes * settings.repeats)])
-    return split_volume(prior, constraints, n_way, streams, settings)
+    return split_volume(prior, constraints, n_way, streams, settings, dtype=dtype)
 
 
 def test_two_way_one_shot_without_bias_is_angle_over_two_pi():
@@ -39,10 +39,8 @@ def test_orthonormal_points_multiply_and_agree_within_three_standard_errors():
 def _orthonormal_runs(chains: int, repeats: int, dtype: torch.dtype = torch.float32, seed: int = 0):
     """One 5-way episode of 25 orthonormal points, no bias: P(fit) = 5^-25 (about 60 levels at 0.5)."""
     labels = torch.arange(5).repeat_interleave(5).unsqueeze(0)
-    prior = LogitPrior.from_features(torch.eye(25).unsqueeze(0), scale=1.0, bias_scale=0.0)
-    streams = Streams([seed * 10_000 + i for i in range(repeats)])
     settings = SplittingSettings(chains=chains, repeats=repeats, sweeps=1)
-    return split_volume(prior, Constraints.beat_all(labels, 5, prior), 5, streams, settings, dtype=dtype)
+    return _volume(torch.eye(25).unsqueeze(0), labels, 5, settings, seed=seed, dtype=dtype)
 
 
 def test_estimate_is_unbiased_over_many_levels_with_few_chains():
