@@ -50,7 +50,7 @@ import torch
 
 from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer
-from fewshot.heads.common import linear_accuracy, linear_loss, one_hot
+from fewshot.heads.common import linear_accuracy, linear_loss
 from fewshot.heads.crammer_singer import solve_dual
 from fewshot.heads.max_margin import MaxMarginHead
 from fewshot.span import SupportSpan

@@ -22,8 +22,8 @@ def require_queries(head: str, queries: Queries | None, support: torch.Tensor, n
     """
     if queries is None:
         raise fail(f"The {head!r} head is an oracle: it fits on the query set too, but no queries were given.",
-                   f"Run it through `fewshot evaluate`/`fewshot benchmark` (which pass the queries to oracle "
-                   f"heads), or call fit(..., queries=Queries(features, labels)).")
+                   "Run it through `fewshot evaluate`/`fewshot benchmark` (which pass the queries to oracle "
+                   "heads), or call fit(..., queries=Queries(features, labels)).")
     if not isinstance(queries, Queries):
         raise fail(f"The {head!r} head got queries of type {type(queries).__name__}.",
                    "Pass queries=Queries(features [E, Q, D], labels [E, Q]).")

@@ -2,7 +2,6 @@
 and bad search spaces are user errors."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
