@@ -68,16 +68,18 @@ def fit_exact(support: torch.Tensor, labels: torch.Tensor, n_way: int, *, distri
         settings: multilevel splitting settings.
         generator: seeds the episodes' random streams.
     """
+    device, dtype = support.device, support.dtype
+    support, labels = support.cpu(), labels.cpu().long()         # the sampler runs on the CPU
     episodes, shots, _ = support.shape
     seeds = torch.randint(0, 2 ** 62, (episodes, settings.repeats + 1), generator=generator,
                           device=generator.device).cpu().tolist()
     s, s_b = prior_scales(distribution, scale, bias)
     prior = LogitPrior.from_features(support, scale=s, bias_scale=s_b)
-    constraints = Constraints.beat_all(labels.cpu().long(), n_way, prior)
+    constraints = Constraints.beat_all(labels, n_way, prior)
     result = split_volume(prior, constraints, n_way, Streams([seed for row in seeds for seed in row[:-1]]), settings)
     own = Streams([row[-1] for row in seeds])                      # per episode: pick a chain, then theta0
     chains = result.samples.flatten(1, 2)                          # [E, R * C, S, N]
-    loss = linear_loss(chains, labels.cpu().long().unsqueeze(1))   # [E, R * C]
+    loss = linear_loss(chains, labels.unsqueeze(1))                # [E, R * C]
     allowed = torch.ones_like(loss, dtype=torch.bool)
     run_log10 = result.run_log10
     if loss_threshold is not None:
@@ -92,11 +94,10 @@ def fit_exact(support: torch.Tensor, labels: torch.Tensor, n_way: int, *, distri
     pick = order.gather(1, rank.long().unsqueeze(1)).squeeze(1)
     pick = torch.where(failed, loss.argmin(dim=1), pick)
     logits = chains[torch.arange(episodes), pick]
-    weight, bias_values = weights_given_logits(support.cpu(), logits, prior, own)
+    weight, bias_values = weights_given_logits(support, logits, prior, own)
     stats = {"log10_volume": log10, "log10_volume_se": se, "levels": result.levels.double().mean(1),
              "failed": failed.double(), "stalled": result.stalled.double(), "support_loss": loss.gather(1, pick.unsqueeze(1)).squeeze(1),
              "clt_approximation": torch.full((episodes,), float(distribution == "uniform"))}
-    device, dtype = support.device, support.dtype
     return HeadFit(weight.to(device, dtype), bias_values.to(device, dtype),
                    stats={key: value.to(device) for key, value in stats.items()})
 
