@@ -13,10 +13,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cpus', os.cpu_count())"
 for run in 1 2; do
   echo "\$ fewshot benchmark --device $device --output-dir /tmp/gpu_demo_run$run"
-  start=$(date +%s.%N)
+  start=$SECONDS
   timeout $((run == 1 ? 300 : 120)) python -m fewshot benchmark --device "$device" --quiet \
       --output-dir /tmp/gpu_demo_run$run 2>&1 | grep -v Warning
-  echo "exit ${PIPESTATUS[0]}  wall $(python -c "print(round($(date +%s.%N) - $start, 1))") s"
+  echo "exit ${PIPESTATUS[0]}  wall $((SECONDS - start)) s"
 done
 } > "$out/log.txt" 2>&1
 cp /tmp/gpu_demo_run1/leaderboard.md "$out/leaderboard1.md" 2>/dev/null
