@@ -14,6 +14,7 @@ from backbones.checkpoint import checkpoint_sha256, load_checkpoint
 from backbones.config import BackboneConfig, PretrainConfig
 from backbones.features import extract_features
 from backbones.registry import available_backbones, get_backbone, register_backbone
+import backbones.resnet12  # noqa: F401,E402  (registers resnet12 once the registry exists)
 
 __all__ = ["BackboneConfig", "PretrainConfig", "available_backbones", "checkpoint_sha256",
            "extract_features", "get_backbone", "load_checkpoint", "register_backbone",

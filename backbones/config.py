@@ -7,7 +7,9 @@ from typing import Literal
 
 @dataclass
 class BackboneConfig:
-    """Args:
+    """The `backbone` section: the architecture and its size.
+
+    Args:
         name: registered backbone (`resnet12`).
         width: multiplier on the channel widths 64-160-320-640.
         dropblock: DropBlock drop rate in the last two stages (0 disables it).
@@ -20,7 +22,9 @@ class BackboneConfig:
 
 @dataclass
 class PretrainConfig:
-    """Args:
+    """The `pretrain` section: supervised pretraining on the base classes.
+
+    Args:
         epochs: passes over the base classes.
         batch_size: images per step (global, split across ranks).
         lr: peak learning rate of SGD.

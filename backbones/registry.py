@@ -33,7 +33,6 @@ def register_backbone(name: str) -> Callable[[Factory], Factory]:
 
 def available_backbones() -> list[str]:
     """Names of the registered backbones."""
-    _import_builtin_backbones()
     return sorted(_BACKBONES)
 
 
@@ -44,7 +43,6 @@ def get_backbone(name: str, **config: Any) -> nn.Module:
         name: a registered backbone, see `available_backbones()`.
         **config: the backbone's settings; unknown ones are an error naming the valid ones.
     """
-    _import_builtin_backbones()
     if name not in _BACKBONES:
         raise fail(f"Unknown backbone {name!r}.", f"Known backbones: {', '.join(sorted(_BACKBONES))}.")
     factory = _BACKBONES[name]
@@ -54,7 +52,3 @@ def get_backbone(name: str, **config: Any) -> nn.Module:
         raise fail(f"Backbone {name!r} has no setting {unknown[0]!r}.",
                    f"Its settings are: {', '.join(accepted) or '(none)'}.")
     return factory(**config)
-
-
-def _import_builtin_backbones() -> None:
-    import backbones.resnet12  # noqa: F401  (registers resnet12)

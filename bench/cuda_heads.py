@@ -1,7 +1,7 @@
 """Every head (the demo's, then the other registered ones) on the CPU and a GPU, side by side.
 
 A device check for a lent GPU machine: on the same synthetic episodes, each head runs through
-`fewshot.evaluate.evaluate_chunk` (fit, predict, diagnostics) on both devices, so a tensor left
+`fewshot.run.evaluate.evaluate_chunk` (fit, predict, diagnostics) on both devices, so a tensor left
 on the wrong device shows up as that head's error instead of ending a whole benchmark run.
 Prints, per head and setting, the mean query accuracy on each device (heads with random streams
 draw different numbers there, so their accuracies agree only statistically), and the fit time
@@ -19,7 +19,7 @@ import torch
 from heads import synthetic_episodes
 
 from fewshot.config import DEFAULT_HEADS, head_spec
-from fewshot.evaluate import evaluate_chunk
+from fewshot.run.evaluate import evaluate_chunk
 from fewshot.heads import get_head
 from fewshot.heads.base import available_heads
 

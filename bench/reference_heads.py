@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fewshot.diagnostics import _REFERENCE_CACHE, diagnose
+from fewshot.run.diagnostics import _REFERENCE_CACHE, diagnose
 from fewshot.heads import HeadFit, Queries, get_head
 from heads import Episodes, bench_data, bench_parser, report, timed  # bench/heads.py, run as a script
 

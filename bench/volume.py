@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot.volume import Constraints, LogitPrior, Streams, split_volume
-from fewshot.volume.analysis import analyze_episodes, analyze_in_batches
+from fewshot.run.volume_analysis import analyze_episodes, analyze_in_batches
 from fewshot.volume.config import VolumeConfig
 
 

@@ -10,6 +10,7 @@ from episodes.errors import UserError
 from episodes.registry import (DatasetSource, available_datasets, get_dataset_source, load_dataset,
                                register_dataset, resolve_data_root)
 from episodes.sampler import Episodes, EpisodeSampler
+import episodes.sources  # noqa: F401,E402  (registers the built-in sources once the registry exists)
 
 __all__ = ["DatasetSource", "EpisodeSampler", "Episodes", "FewShotDataset", "Split", "UserError",
            "available_datasets", "get_dataset_source", "load_dataset", "register_dataset",

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DatasetConfig:
-    """Args:
+    """The `dataset` section: which dataset, where it is, and its image size.
+
+    Args:
         name: registered dataset (`glyphs`, `cifar_fs`, `mini_imagenet`, `image_folder`).
         path: explicit location (needed by `image_folder`); others look under the data root.
         image_size: square side the images are resized to (0: keep the native size).
@@ -22,7 +24,9 @@ class DatasetConfig:
 
 @dataclass
 class EpisodesConfig:
-    """Args:
+    """The `episodes` section: the N-way K-shot episodes every head is fitted on.
+
+    Args:
         n_way: classes per episode.
         k_shot: support images per class; a list runs each setting on its own episodes.
         n_query: query images per class.

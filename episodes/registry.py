@@ -73,13 +73,11 @@ def register_dataset(name: str) -> Callable[[SourceType], SourceType]:
 
 def available_datasets() -> list[str]:
     """Names of the registered datasets."""
-    _import_builtin_sources()
     return sorted(_DATASETS)
 
 
 def get_dataset_source(name: str) -> DatasetSource:
     """The registered source called `name`; an unknown name is an error listing the known ones."""
-    _import_builtin_sources()
     if name not in _DATASETS:
         raise fail(f"Unknown dataset {name!r}.", f"Known datasets: {', '.join(sorted(_DATASETS))}.")
     return _DATASETS[name]()
@@ -99,9 +97,3 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
     root = resolve_data_root(data_root)
     dataset = source.load(root, Path(path).expanduser() if path else None, image_size or 0)
     return resized(dataset, image_size or 0)
-
-
-def _import_builtin_sources() -> None:
-    # Imported lazily so that `episodes` imports fast and a broken optional source cannot
-    # break the others.
-    import episodes.sources  # noqa: F401

@@ -1,5 +1,5 @@
 """`fewshot benchmark`: the whole pipeline, from images to a leaderboard."""
-from fewshot.cli import command
+from fewshot.commands.options import command
 from fewshot.commands.evaluate import add_evaluate_options, run_pipeline
 
 command("benchmark", "pretrain (or load --checkpoint), then evaluate every head; the built-in demo "

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 from episodes import FewShotDataset, load_dataset
 from episodes.errors import fail
-from fewshot.cli import (add_run_options, command, console_for, load_run_config, resolve_device,
-                         resolve_output_dir)
+from fewshot.commands.options import (add_run_options, command, console_for, load_run_config, resolve_device,
+                                      resolve_output_dir)
 from fewshot.config import Config
 from backbones import distributed
 
 if TYPE_CHECKING:  # the pipeline imports torch-heavy modules: load them only when a command runs
-    from fewshot.pipeline import RunContext
+    from fewshot.run.pipeline import RunContext
 
 
 def add_evaluate_options(parser: argparse.ArgumentParser, checkpoint_required: bool) -> None:
@@ -33,7 +33,7 @@ def prepare_run(args: argparse.Namespace, checkpoint: Path | None = None
                 ) -> tuple[Config, FewShotDataset, "RunContext"]:
     """Config, dataset, output directory, device and ranks of a pipeline command.
 
-    Everything that can be wrong with the input is checked here (`fewshot.validate`: config,
+    Everything that can be wrong with the input is checked here (`fewshot.run.validate`: config,
     heads, device, data, checkpoint; then the output folder is claimed), before any output is
     written or any pretraining starts.
 
@@ -41,8 +41,8 @@ def prepare_run(args: argparse.Namespace, checkpoint: Path | None = None
         args: the parsed command line.
         checkpoint: the backbone to evaluate; None when the run pretrains one.
     """
-    from fewshot.pipeline import RunContext, episode_samplers
-    from fewshot.validate import check_checkpoint, check_config, check_dataset
+    from fewshot.run.pipeline import RunContext, episode_samplers
+    from fewshot.run.validate import check_checkpoint, check_config, check_dataset
     if args.resume and not args.output_dir:
         raise fail("--resume continues an earlier run, but no run directory was given (without --output-dir "
                    "a new, empty folder would be used).", "Pass --output-dir with the folder of the run to continue.")
@@ -75,13 +75,13 @@ def existing_checkpoint(path: str) -> Path:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     """Pretrain unless --checkpoint is given, then evaluate every head and export the results."""
-    from fewshot.pipeline import evaluate_checkpoint
+    from fewshot.run.pipeline import evaluate_checkpoint
     checkpoint = existing_checkpoint(args.checkpoint) if args.checkpoint else None
     config, dataset, run = prepare_run(args, checkpoint)
     try:
         if checkpoint is None:
             from fewshot.commands.pretrain import run_pretraining
-            from fewshot.pretrained import reuse_or_pretrain
+            from fewshot.run.pretrained import reuse_or_pretrain
             checkpoint = reuse_or_pretrain(config, dataset, run, lambda: run_pretraining(
                 config, dataset, run.output_dir, run.device, resume=args.resume, quiet=args.quiet),
                 retrain=getattr(args, "retrain", False))

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 
 from episodes.io import atomic_write_text
-from fewshot.cli import command, console_for
-from fewshot.errorpath import check_output_file
-from fewshot.leaderboard import MISMATCH_FLAG, RENDERERS, merge, to_markdown
-from fewshot.results import find_results_files, read_results
+from fewshot.commands.options import command, console_for
+from fewshot.commands.errorpath import check_output_file
+from fewshot.report.leaderboard import MISMATCH_FLAG, RENDERERS, merge, to_markdown
+from fewshot.results.document import find_results_files, read_results
 from fewshot.sweep.folder import finished_results
 
 

@@ -17,8 +17,8 @@ from backbones.features import extract_features
 from backbones.pretrain import pretrain
 from episodes import EpisodeSampler, FewShotDataset, Split, load_dataset
 from episodes.errors import fail
-from fewshot.cli import (add_run_options, command, console_for, load_run_config, resolve_device,
-                         resolve_output_dir)
+from fewshot.commands.options import (add_run_options, command, console_for, load_run_config, resolve_device,
+                                      resolve_output_dir)
 from fewshot.config import Config, config_to_dict
 from fewshot.heads import get_head
 
@@ -98,7 +98,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.resume and not args.output_dir:
         raise fail("--resume continues an earlier run, but no run directory was given.",
                    "Pass --output-dir with the folder of the run to continue.")
-    from fewshot.validate import check_config, check_dataset
+    from fewshot.run.validate import check_config, check_dataset
     warnings = check_config(config, pretraining=True, evaluating=False)
     device = resolve_device(args)
     dataset = load_dataset(config.dataset.name, args.data_root, config.dataset.path, config.dataset.image_size)

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from episodes.errors import fail
-from fewshot.cli import command, console_for
-from fewshot.results import find_results_files, read_results
+from fewshot.commands.options import command, console_for
+from fewshot.results.document import find_results_files, read_results
 from fewshot.sweep.folder import finished_results
 
 

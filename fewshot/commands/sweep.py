@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fewshot.cli import command, console_for, resolve_output_dir
+from fewshot.commands.options import command, console_for, resolve_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     args.output_dir = args.output_dir or str(Path("sweeps") / Path(args.grid).stem)
     sweep_dir = resolve_output_dir(args, Path(args.grid).stem)
     console = console_for(args)
-    outcome = run_sweep(grid, sweep_dir, executor=args.executor, workers=args.jobs, data_root=args.data_root,
+    outcome = run_sweep(grid, sweep_dir, args.main, executor=args.executor, workers=args.jobs, data_root=args.data_root,
                         device=args.device, console=console)
     if outcome.ran or outcome.skipped:
         collect(sweep_dir, console)

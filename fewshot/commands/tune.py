@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 
 from backbones import distributed
-from fewshot.cli import command, load_run_config
+from fewshot.commands.options import command, load_run_config
 from fewshot.commands.evaluate import add_evaluate_options, existing_checkpoint, prepare_run
 
 
 @command("tune", "choose each head's settings on val episodes (the config's tune section), "
          "then evaluate them on the novel split", lambda parser: add_evaluate_options(parser, checkpoint_required=True))
 def run_tune_command(args: argparse.Namespace) -> int:
-    from fewshot.tune import run_tune
-    from fewshot.tune_settings import check_space
+    from fewshot.run.tune import run_tune
+    from fewshot.run.tune_space import check_space
     checkpoint = existing_checkpoint(args.checkpoint)
     config = load_run_config(args)
     check_space(config.heads, config.tune)  # before prepare_run creates the output folder

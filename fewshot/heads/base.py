@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 import torch
 
 from episodes.errors import fail
+from fewshot.typed import build_dataclass
 
 ENTRY_POINT_GROUP = "fewshot.heads"
 _HEADS: dict[str, type["HeadOptimizer"]] = {}
@@ -118,7 +119,6 @@ def register_head(name: str) -> Callable[[HeadType], HeadType]:
 
 def _load_heads() -> None:
     global _plugins_loaded
-    import fewshot.heads.builtin  # noqa: F401  (registers the built-in heads)
     if _plugins_loaded:
         return
     _plugins_loaded = True
@@ -150,5 +150,4 @@ def head_class(name: str) -> type[HeadOptimizer]:
 def get_head(name: str, **config: Any) -> HeadOptimizer:
     """An instance of the head `name` with config fields set from keyword arguments."""
     cls = head_class(name)
-    from fewshot.config import build_dataclass  # late: config imports heads for validation
     return cls(build_dataclass(cls.Config, config, f"heads.{name}"))

@@ -34,7 +34,7 @@ import torch
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
 from fewshot.heads.losses import LossKind, normalized_loss, span_gram_pinv, span_norm_sq
-from fewshot.volume.exact_head import exact_settings, fit_exact_head
+from fewshot.heads.guess_check_exact import exact_settings, fit_exact_head
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
 

@@ -6,7 +6,7 @@ on a constant feature, so it counts in the norm, as it does for SGD's implicit b
 Gram form by `fewshot.heads.crammer_singer` on all episodes at once, in float64.
 
 Separability: a support set whose Gram matrix (with the ones column) has full rank S
-(`fewshot.span.SupportSpan.full_rank`) is separable under any labelling, so those episodes get
+(`fewshot.heads.span.SupportSpan.full_rank`) is separable under any labelling, so those episodes get
 the hard margin (C = inf). The others (duplicated points, S > D + 1) get the soft margin with the
 stated `C`; the stat `hard_margin`
 is 1 where the returned head has no slack (it is then the hard-margin SVM too) and 0 where the
@@ -26,7 +26,7 @@ import torch
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_logits, linear_loss, one_hot, validate_inputs, with_bias_column
 from fewshot.heads.crammer_singer import primal_dual, solve_dual
-from fewshot.span import SupportSpan
+from fewshot.heads.span import SupportSpan
 
 
 @register_head("max_margin")

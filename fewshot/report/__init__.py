@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from episodes.errors import fail
 from episodes.io import atomic_write_text
-from fewshot.leaderboard import merge
+from fewshot.report.leaderboard import merge
 from fewshot.report.html import ReportTable, page_html
 from fewshot.report.sections import EXTRA_TABLES, SECTIONS, ReportData
 
@@ -27,7 +27,7 @@ def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, 
     """The report of some results documents as one HTML string.
 
     Args:
-        docs: results documents (`fewshot.results.read_results`); runs on other episodes than the
+        docs: results documents (`fewshot.results.document.read_results`); runs on other episodes than the
             rest of their group are shown, marked.
         sources: where each document came from (file names).
         title: the page title.

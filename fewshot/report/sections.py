@@ -11,13 +11,13 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from fewshot.bands import BAND_NOTE, band_cell, band_name
-from fewshot.leaderboard import MISMATCH_MARK, LeaderboardRow
-from fewshot.plot import render_accuracy
+from fewshot.results.bands import BAND_NOTE, band_cell, band_name
+from fewshot.report.leaderboard import MISMATCH_MARK, LeaderboardRow
+from fewshot.report.plot import render_accuracy
 from fewshot.report.figures import DPI, Difference, forest_plot
 from fewshot.report.html import ReportTable, escape, image_html, table_html
-from fewshot.stats import CI_FORMULA, CI_METHOD, RANK_ALPHA, RANK_TEST, paired_tests
-from fewshot.volume.report import render_volume, volume_rows, volume_title
+from fewshot.results.stats import CI_FORMULA, CI_METHOD, RANK_ALPHA, RANK_TEST, paired_tests
+from fewshot.report.volume_tables import render_volume, volume_rows, volume_title
 
 ORACLE_NOTE = "oracle: sees information a real head does not (e.g. query labels); shown for reference, not ranked"
 
@@ -29,7 +29,7 @@ class ReportData:
     Args:
         docs: results documents.
         sources: where each came from (file names), same order.
-        rows: `fewshot.leaderboard.merge` rows of all documents (mismatched episodes allowed, marked).
+        rows: `fewshot.report.leaderboard.merge` rows of all documents (mismatched episodes allowed, marked).
     """
 
     docs: Sequence[dict]

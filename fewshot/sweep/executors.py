@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from episodes.errors import UserError, fail
+from fewshot.sweep.folder import cell_dir, clear_unfinished, mark_done
 
 EXECUTORS = ("sequential", "local", "slurm", "submitit-local")
 
@@ -23,6 +24,8 @@ class CellJob:
     """One cell to run (plain data, so it pickles to other processes and cluster nodes).
 
     Args:
+        main: the command line's entry point (`fewshot.cli.main`), given by the caller: a cell is a
+            `fewshot benchmark` run, and the sweep sits below the command line.
         sweep_dir: the sweep folder.
         key: the cell's key (its folder `cells/<key>`).
         overrides: the overrides that make the cell (recorded in its marker).
@@ -31,6 +34,7 @@ class CellJob:
         device: `--device` of the sweep (None: cuda when available).
     """
 
+    main: Callable[[list[str]], int]
     sweep_dir: str
     key: str
     overrides: tuple[str, ...]
@@ -40,15 +44,13 @@ class CellJob:
 
     def __call__(self) -> str:
         """Run the cell; raise when it fails. Returns the cell key."""
-        from fewshot.cli import main
-        from fewshot.sweep.folder import cell_dir, clear_unfinished, mark_done
         folder = cell_dir(Path(self.sweep_dir), self.key)
         run = clear_unfinished(Path(self.sweep_dir), self.key)
         argv = ["benchmark", "--config", str(folder / "config.yaml"), "--output-dir", str(run), "--quiet",
                 "--label", self.label]
         argv += ["--data-root", self.data_root] if self.data_root else []
         argv += ["--device", self.device] if self.device else []
-        code = main(argv)
+        code = self.main(argv)
         if code != 0:
             raise RuntimeError(f"cell {self.key} ({self.label}) failed with exit code {code}")
         mark_done(Path(self.sweep_dir), self.key, self.overrides)

@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from episodes.errors import UserError, fail
-from fewshot.config import Config, config_to_dict, load_config, read_yaml
+from fewshot.config import Config, config_to_dict, load_config
+from fewshot.typed import read_yaml
 
 GRID_KEYS = ("config", "overrides", "grid", "submitit")
 

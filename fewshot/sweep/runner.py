@@ -2,18 +2,19 @@
 
 Cells whose pretraining (backbone, pretrain config, data) is equal share one checkpoint: the
 first cell of each such group that the store does not hold yet runs alone first (it pretrains
-and stores the checkpoint, `fewshot.pretrained`); the other cells run after it and reuse it.
+and stores the checkpoint, `fewshot.run.pretrained`); the other cells run after it and reuse it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 
 from episodes import load_dataset, resolve_data_root
 from episodes.errors import fail
-from fewshot.pretrained import PretrainedStore, pretrain_key
+from fewshot.run.pretrained import PretrainedStore, pretrain_key
 from fewshot.sweep.executors import RUNNERS, CellJob
 from fewshot.sweep.folder import finished_results, is_done, prepare
 from fewshot.sweep.grid import Cell, Grid
@@ -42,7 +43,8 @@ def _pretraining_groups(cells: list[Cell], data_root: str | None) -> dict[str, l
     return groups
 
 
-def run_sweep(grid: Grid, sweep_dir: Path, *, executor: str = "sequential", workers: int = 2,
+def run_sweep(grid: Grid, sweep_dir: Path, main: Callable[[list[str]], int], *, executor: str = "sequential",
+              workers: int = 2,
               data_root: str | None = None, device: str | None = None,
               console: Console | None = None) -> SweepOutcome:
     """Run every unfinished cell of `grid` in `sweep_dir`.
@@ -50,6 +52,8 @@ def run_sweep(grid: Grid, sweep_dir: Path, *, executor: str = "sequential", work
     Args:
         grid: the loaded grid.
         sweep_dir: the sweep folder (created by the caller, writable).
+        main: runs a command line and returns its exit code (`fewshot.cli.main`); each cell is a
+            `fewshot benchmark` run through it.
         executor: one of `fewshot.sweep.executors.EXECUTORS`.
         workers: processes at a time for the `local` executor.
         data_root: data root passed to every cell.
@@ -70,7 +74,7 @@ def run_sweep(grid: Grid, sweep_dir: Path, *, executor: str = "sequential", work
     options = {"workers": workers, "folder": Path(sweep_dir) / "submitit", "parameters": grid.submitit}
 
     def jobs(cells: list[Cell]) -> list[CellJob]:
-        return [CellJob(str(sweep_dir), cell.key, cell.overrides, cell.label, data_root, device) for cell in cells]
+        return [CellJob(main, str(sweep_dir), cell.key, cell.overrides, cell.label, data_root, device) for cell in cells]
 
     if leaders:
         console.print(f"pretraining {len(leaders)} backbone(s) first (one per distinct pretraining)")
@@ -94,9 +98,9 @@ def _record(outcome: SweepOutcome, cell: Cell, error: BaseException | None) -> N
 def collect(sweep_dir: Path, console: Console) -> None:
     """Write the sweep's leaderboard.md and report.html from its finished cells."""
     from episodes.io import atomic_write_text
-    from fewshot.leaderboard import merge, to_markdown
+    from fewshot.report.leaderboard import merge, to_markdown
     from fewshot.report import write_report
-    from fewshot.results import find_results_files, read_results
+    from fewshot.results.document import find_results_files, read_results
     paths = find_results_files(finished_results([sweep_dir]))
     docs = [read_results(path) for path in paths]
     sources = [str(path) for path in paths]

@@ -13,7 +13,9 @@ __all__ = ["VolumeConfig"]
 
 @dataclass
 class VolumeConfig(SplittingSettings):
-    """Args:
+    """The `volume` section: the volume analysis of guess & check in logit space.
+
+    Args:
         enabled: run the volume analysis after the heads (`fewshot benchmark` / `evaluate`).
         prior: `gaussian` (W ~ N(0, scale^2), b ~ N(0, bias_scale^2)) or `uniform` on
             [-scale, scale] (bias on [-bias_scale, bias_scale]), run as the Gaussian with the same
@@ -24,8 +26,10 @@ class VolumeConfig(SplittingSettings):
         poisoned: also estimate log10_volume_good / log10_volume_poisoned (the costly part).
         poisoned_episodes: those two on the first this many analysed episodes only; 0 = all.
         quantiles: quantiles reported of each episode's volume-weighted accuracy distribution.
-        chains, repeats, level_fraction, sweeps, burn_in, max_levels, block_size: multilevel splitting
-            (see `fewshot.volume.SplittingSettings`); the error bars come from the repeats.
+
+    The multilevel splitting settings (`chains`, `repeats`, `level_fraction`, `sweeps`, `burn_in`,
+    `max_levels`, `block_size`) are those of `fewshot.volume.SplittingSettings`; the error bars
+    come from the repeats.
     """
 
     enabled: bool = False

@@ -161,7 +161,7 @@ def lin_ess_class_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constr
     max_{n != c} z_n; a point of another class y needs z_c below z_y. Each is affine in z_cB with
     an offset from the fixed logits, so the feasible set may be several arcs. Per move this works
     in b dims instead of P * N, and it mixes far better on polytopes with many constraints
-    (measured: the README's "Known limits" of the volume lab).
+    (measured: "Known limits" in docs/volume.md).
 
     Args: as `lin_ess_step`; `prior` may be `PointBlocks` (a `LogitPrior` is one block).
     """

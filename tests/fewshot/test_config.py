@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from episodes import UserError
-from fewshot.config import Config, config_to_dict, load_config, parse_override
+from fewshot.config import Config, config_to_dict, load_config
+from fewshot.typed import parse_override
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

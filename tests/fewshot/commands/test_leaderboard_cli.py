@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fewshot.cli import main
-from fewshot.results import HeadResult, build_results, results_filename, write_results
+from fewshot.results.document import HeadResult, build_results, results_filename, write_results
 
 
 def write_run(folder, run: str, heads: dict[str, float], *, k_shot: int = 5, fingerprint: str = "episodes-a"):

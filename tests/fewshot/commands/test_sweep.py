@@ -197,7 +197,7 @@ def test_slurm_without_slurm_is_a_clear_error(tmp_path, grid, capsys, monkeypatc
 
 
 def test_the_bundled_demo_grid_has_eight_cells_of_one_pretraining():
-    from fewshot.pretrained import pretrain_identity
+    from fewshot.run.pretrained import pretrain_identity
     from fewshot.sweep import load_grid
     grid = load_grid(Path(__file__).resolve().parents[3] / "configs" / "grids" / "demo_heads.yaml")
     assert len(grid.cells) == 8 and len({cell.key for cell in grid.cells}) == 8

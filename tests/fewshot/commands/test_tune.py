@@ -8,14 +8,14 @@ import pytest
 import torch
 from rich.console import Console
 
-import fewshot.tune as tune_module
+import fewshot.run.tune as tune_module
 from backbones import get_backbone
 from backbones.checkpoint import save_checkpoint
 from backbones.distributed import Ranks
 from episodes import load_dataset
 from episodes.errors import UserError
 from fewshot.config import load_config
-from fewshot.pipeline import RunContext
+from fewshot.run.pipeline import RunContext
 from tests.fewshot.conftest import run_fewshot
 
 SPACE = "{sgd: {steps: [0, 30], lr: [0.5]}, pattern_search: {radius: [0.5, 1.0]}}"

@@ -10,7 +10,7 @@ from episodes.errors import UserError
 from fewshot.heads import get_head
 from fewshot.heads.common import linear_accuracy, linear_logits
 from fewshot.volume import LogitPrior, Streams
-from fewshot.volume.exact_head import weights_given_logits
+from fewshot.heads.guess_check_exact import weights_given_logits
 
 COPIES = 300
 

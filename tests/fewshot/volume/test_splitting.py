@@ -69,9 +69,9 @@ def test_a_1e_minus_300_volume_end_to_end_is_a_number_in_log_space():
     Far below 1e-300 the analysis returns finite numbers with finite errors, never an underflow or
     NaN. It does not return an accurate one at these cheap settings: with 16 chains over ~900
     levels a run's log P has a variance of ~100 (ln units), so log10 of the (unbiased) mean is
-    expected tens of decades low, and 4,560 constraints slow the mixing (README, the volume lab's "Known limits").
+    expected tens of decades low, and 4,560 constraints slow the mixing (docs/volume.md, "Known limits").
     """
-    from fewshot.volume.analysis import analyze_episodes
+    from fewshot.run.volume_analysis import analyze_episodes
     from fewshot.volume.config import VolumeConfig
     n_way, shots = 20, 12
     eye = torch.eye(n_way * shots + n_way)

@@ -1,0 +1,179 @@
+"""From a checkpoint to results files: features -> episodes -> heads -> statistics -> export."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from backbones.checkpoint import checkpoint_sha256, load_checkpoint
+from backbones.features import extract_features
+from episodes import EpisodeSampler, FewShotDataset, resolve_data_root
+from episodes.errors import fail
+from episodes.io import atomic_write_text
+from fewshot.config import Config, config_to_dict
+from backbones.distributed import Ranks, barrier, gather_objects
+from fewshot.run.evaluate import evaluate_heads
+from fewshot.run.features import FeatureCache, cache_key
+from fewshot.report.leaderboard import ORACLE_MARK, merge, to_markdown
+from fewshot.report.plot import plot_accuracy
+from fewshot.report import write_report
+from fewshot.results.document import build_results, results_filename, write_csv, write_results
+from fewshot.run.runlock import claimed_results
+from fewshot.run.volume_analysis import analyze_volume
+from fewshot.report.volume_tables import plot_volume
+
+IMAGE_PREPROCESSING = "backbones.augment.to_float/v1"
+
+
+@dataclass
+class RunContext:
+    """Where and how a pipeline command runs.
+
+    Args:
+        output_dir: run directory for results files.
+        device: torch device of the backbone and heads.
+        data_root: dataset root (the feature cache lives in `<data_root>/features`).
+        console: where progress and tables go.
+        ranks: this process's place among distributed ranks.
+        resume: keep results files already written for the same episodes, checkpoint and config.
+        force: replace results files of another run instead of refusing.
+        label: the run's name in leaderboards (stored in results as `run.label`).
+    """
+
+    output_dir: Path
+    device: str
+    data_root: Path | None
+    console: Console
+    ranks: Ranks
+    resume: bool = False
+    force: bool = False
+    label: str | None = None
+
+
+def split_features(config: Config, dataset: FewShotDataset, model: torch.nn.Module, sha256: str,
+                   run: RunContext) -> torch.Tensor:
+    """Raw backbone features of the evaluated split, from the cache when possible."""
+    split = dataset.split(config.episodes.split)
+    key = cache_key(checkpoint_sha256=sha256, split=split,
+                    split_name=config.episodes.split, preprocessing=IMAGE_PREPROCESSING)
+    cache = FeatureCache(resolve_data_root(run.data_root) / "features",
+                         log=lambda message: run.console.print(f"[dim]{message}[/]"))
+
+    def compute() -> torch.Tensor:
+        run.console.print(f"extracting features of {len(split)} {config.episodes.split} images")
+        return extract_features(model, split.images, batch_size=config.features.batch_size, device=run.device)
+
+    # Rank 0 fills the cache first so that the other ranks read it instead of recomputing.
+    features = None
+    if run.ranks.is_main:
+        features, _ = cache.get_or_compute(key, compute)
+    barrier(run.ranks)
+    if features is None:
+        features, _ = cache.get_or_compute(key, compute)
+    if not torch.isfinite(features).all():
+        raise fail("The backbone produced NaN or infinite features.",
+                   "The checkpoint is broken (diverged training?): pretrain again with a lower "
+                   "pretrain.lr, or pass another --checkpoint.")
+    return features
+
+
+def episode_samplers(config: Config, dataset: FewShotDataset) -> dict[int, EpisodeSampler]:
+    """One sampler per k_shot setting; building them checks the episodes are possible."""
+    split = dataset.split(config.episodes.split)
+    settings = config.episodes
+    return {k_shot: EpisodeSampler(split.labels, settings.n_way, k_shot, settings.n_query, settings.seed)
+            for k_shot in settings.k_shot}
+
+
+def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Path,
+                        run: RunContext, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Evaluate every head on every configured episode setting; write and return the results.
+
+    Args:
+        config: the run config (dataset, episodes, features, heads).
+        dataset: the loaded dataset.
+        checkpoint: the backbone checkpoint.
+        run: output directory, device, console, ranks.
+        extra: more top-level sections of every results document (e.g. `tuning`).
+    """
+    if config.volume.enabled:
+        config.volume.check("volume")  # before any work, so bad settings leave no partial output
+    sha = checkpoint_sha256(checkpoint)
+    settings = config.episodes
+    plans = []  # every results file is claimed before any work: another run's file stops us here
+    for k_shot, sampler in episode_samplers(config, dataset).items():
+        episodes = sampler.sample(settings.count)
+        path = run.output_dir / results_filename(settings.n_way, k_shot)
+        identity = {"episodes": {"fingerprint": episodes.fingerprint},
+                    "backbone": {"checkpoint_sha256": sha}, "config": config_to_dict(config)}
+        plans.append((k_shot, episodes, path, claimed_results(path, identity, resume=run.resume, force=run.force)))
+    model, info = load_checkpoint(checkpoint, device=run.device)
+    features = split_features(config, dataset, model, sha, run)
+    del model  # free the backbone (GPU memory) before the heads run
+    split = dataset.split(config.episodes.split)
+    docs = []
+    for k_shot, episodes, path, done in plans:
+        if done is not None:
+            run.console.print(f"{path.name} already complete for these episodes; keeping it")
+            docs.append(done)
+            continue
+        with _progress(run) as progress:
+            tasks = {name: progress.add_task(f"{settings.n_way}-way {k_shot}-shot {name}",
+                                             total=len(episodes)) for name in config.heads}
+            heads = evaluate_heads(features, episodes, config.heads, config.features, seed=settings.seed,
+                                   device=run.device, rank=run.ranks.rank, world_size=run.ranks.world_size,
+                                   gather=lambda value: gather_objects(value, run.ranks),
+                                   on_chunk=lambda name, done: progress.advance(tasks[name], done))
+        doc = build_results(
+            config=config_to_dict(config),
+            dataset={"name": dataset.name, "split": settings.split, "fingerprint": split.fingerprint},
+            backbone={"name": info["backbone"], "config": info["backbone_config"],
+                      "checkpoint_sha256": sha, "checkpoint": str(checkpoint)},
+            episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
+                      "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
+            heads=heads)
+        if config.volume.enabled:
+            doc["volume"] = analyze_volume(features, episodes, heads, config.features, config.volume,
+                                           seed=settings.seed, device=run.device, rank=run.ranks.rank,
+                                           world_size=run.ranks.world_size,
+                                           gather=lambda value: gather_objects(value, run.ranks))
+        doc["run"] = {"label": run.label}
+        doc.update(extra or {})
+        if run.ranks.is_main:
+            write_results(path, doc)
+        docs.append(doc)
+    if run.ranks.is_main:
+        export(docs, run)
+    return docs
+
+
+def export(docs: list[dict[str, Any]], run: RunContext) -> None:
+    """results.csv, leaderboard.md, accuracy.png and a summary table of a run's results."""
+    write_csv(run.output_dir / "results.csv", docs)
+    atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs), docs))
+    plot_accuracy(docs, run.output_dir / "accuracy.png")
+    if any("volume" in doc for doc in docs):
+        plot_volume(docs, run.output_dir / "volume.png")
+    write_report(docs, run.output_dir / "report.html")
+    table = Table(title=f"Results in {run.output_dir}")
+    for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):
+        table.add_column(column, justify="right" if column != "head" else "left")
+    for doc in docs:
+        setting = f"{doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot"
+        for head in sorted(doc["heads"], key=lambda h: -(h["accuracy"]["mean"] or -1.0)):
+            accuracy = head["accuracy"]
+            name = f"{head['name']} {ORACLE_MARK}" if head.get("oracle") else head["name"]
+            table.add_row(setting, name, "n/a" if accuracy["mean"] is None else f"{100 * accuracy['mean']:.2f}",
+                          f"{100 * (accuracy['ci95'] or 0):.2f}", f"{head['fit_seconds']:.2f}")
+    run.console.print(table)
+
+
+def _progress(run: RunContext) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=run.console,
+                    disable=run.console.quiet or not run.ranks.is_main)

@@ -1,0 +1,179 @@
+"""Diagnostics of fitted heads: the Gram-space arithmetic against direct computations on the heads'
+weights, scale and shift invariance, and hand-made cases with known answers."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from episodes.errors import UserError
+from fewshot.run.diagnostics import VOLUME_RADII, diagnose
+from fewshot.heads import HeadFit, get_head
+from fewshot.heads.span import SupportSpan, span_norm
+
+KEYS = {"support_loss", "support_accuracy", "weight_norm", "sparsity", "normalized_margin", "max_margin_cosine",
+        *(f"local_volume_r{r:g}" for r in VOLUME_RADII), "sharpness", "asymmetry"}
+INVARIANT = ["normalized_margin", "max_margin_cosine", *(f"local_volume_r{r:g}" for r in VOLUME_RADII),
+             "sharpness", "asymmetry", "support_accuracy"]
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def episodes(count: int = 3, n_way: int = 3, k_shot: int = 3, dim: int = 12, seed: int = 1):
+    """L2-normalized class-structured features (separable: S < D + 1)."""
+    labels = torch.arange(n_way).repeat_interleave(k_shot).expand(count, -1).contiguous()
+    centres = torch.randn(count, n_way, dim, generator=gen(seed))
+    points = centres.gather(1, labels.unsqueeze(2).expand(-1, -1, dim))
+    return F.normalize(points + 0.6 * torch.randn(points.shape, generator=gen(seed + 1)), dim=2), labels
+
+
+def least_norm_head(support: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """[E, D + 1, N]: the least-norm (W; b) with the class-centred logits, by a pseudo-inverse."""
+    augmented = torch.cat([support, torch.ones(*support.shape[:2], 1)], dim=2).double()
+    centred = logits.double() - logits.double().mean(dim=2, keepdim=True)
+    return torch.linalg.pinv(augmented) @ centred
+
+
+def test_zero_head_has_loss_log_n_and_no_margin_volume_sharpness_or_asymmetry():
+    support, labels = episodes(count=2)
+    fit = HeadFit(torch.zeros(2, 12, 3), torch.zeros(2, 3))
+    stats = diagnose(get_head("sgd"), fit, support, labels, generator=gen())
+    assert set(stats) == KEYS
+    torch.testing.assert_close(stats["support_loss"], torch.full((2,), math.log(3)))
+    for name in KEYS - {"support_loss", "support_accuracy"}:
+        assert stats[name].tolist() == [0.0, 0.0], name
+
+
+def test_span_norm_is_the_least_norm_head_with_the_same_predictions():
+    support, labels = episodes()
+    weight, bias = torch.randn(3, 12, 3, generator=gen(2)), torch.randn(3, 3, generator=gen(3))
+    logits = support @ weight + bias[:, None]
+    expected = least_norm_head(support, logits).flatten(1).norm(dim=1)
+    torch.testing.assert_close(span_norm(SupportSpan.of(support), logits), expected)
+    assert (expected < torch.cat([weight, bias[:, None]], 1).flatten(1).norm(dim=1)).all()
+
+
+def test_margin_and_max_margin_cosine_match_direct_computations():
+    support, labels = episodes()
+    head = get_head("sgd", steps=30)
+    fit = head.fit(support, labels, 3, generator=gen())
+    stats = diagnose(head, fit, support, labels, generator=gen())
+    logits = support @ fit.weight + fit.bias[:, None]
+    theta = least_norm_head(support, logits)
+    margin = logits.gather(2, labels[..., None]).squeeze(2) - logits.scatter(2, labels[..., None], -math.inf).amax(2)
+    torch.testing.assert_close(stats["normalized_margin"].double(), margin.double().amin(1) / theta.flatten(1).norm(dim=1),
+                               rtol=1e-5, atol=1e-6)
+    svm = get_head("max_margin").fit(support, labels, 3, generator=gen())
+    reference = torch.cat([svm.weight, svm.bias[:, None]], 1).double()   # in the span and centred already
+    cosine = F.cosine_similarity(theta.flatten(1), reference.flatten(1), dim=1)
+    torch.testing.assert_close(stats["max_margin_cosine"].double(), cosine, rtol=0, atol=1e-5)
+    svm_stats = diagnose(get_head("max_margin"), svm, support, labels, generator=gen())
+    torch.testing.assert_close(svm_stats["max_margin_cosine"], torch.ones(3), rtol=0, atol=1e-5)
+    assert (svm_stats["normalized_margin"] >= stats["normalized_margin"] - 1e-6).all()   # the maximum
+
+
+def test_scale_out_of_span_parts_and_common_class_shifts_change_nothing():
+    support, labels = episodes()
+    head = get_head("logistic_regression")
+    fit = head.fit(support, labels, 3, generator=gen())
+    # A direction orthogonal to every support feature, and one vector added to every class.
+    outside = torch.randn(3, 12, 1, generator=gen(4))
+    outside -= support.transpose(1, 2) @ torch.linalg.lstsq(support.transpose(1, 2), outside).solution
+    shift = torch.randn(3, 12, 1, generator=gen(5))
+    changed = HeadFit(10 * fit.weight + 50 * outside + shift, 10 * fit.bias + 3.0)
+    before = diagnose(head, fit, support, labels, generator=gen(6))
+    after = diagnose(head, changed, support, labels, generator=gen(6))
+    for name in INVARIANT:
+        torch.testing.assert_close(after[name], before[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sharpness_and_asymmetry_match_the_normalized_loss_of_explicit_heads():
+    support, labels = episodes(count=2)
+    head = get_head("sgd", steps=20)
+    fit = head.fit(support, labels, 3, generator=gen())
+    stats = diagnose(head, fit, support, labels, generator=gen(7), rho=0.2, directions=4)
+    # diagnose draws the sharpness directions first: the same draw, taken to weight space through
+    # the orthonormal span basis Q = X~^T V lam^{-1/2}.
+    span = SupportSpan.of(support)
+    unit = span.random_directions((4,), 3, gen(7))                           # [E, M, S, N]
+    augmented = torch.cat([support, torch.ones(2, support.shape[1], 1)], 2).double()
+    basis = augmented.transpose(1, 2) @ span.vectors * span.values.clamp(min=1e-300).rsqrt()[:, None]
+    theta = least_norm_head(support, support @ fit.weight + fit.bias[:, None])
+
+    def normalized_loss(e, candidate):
+        return F.cross_entropy(augmented[e] @ candidate / candidate.norm(), labels[e]).item()
+
+    for e in range(2):
+        rises, ratios = [], []
+        for d in unit[e]:
+            step = 0.2 * theta[e].norm() * (basis[e] @ d)
+            up = normalized_loss(e, theta[e] + step) - normalized_loss(e, theta[e])
+            down = normalized_loss(e, theta[e] - step) - normalized_loss(e, theta[e])
+            rises += [up, down]
+            ratios.append(abs(up - down) / (abs(up) + abs(down)))
+        assert stats["sharpness"][e].item() == pytest.approx(sum(rises) / len(rises), rel=1e-4, abs=1e-7)
+        assert stats["asymmetry"][e].item() == pytest.approx(sum(ratios) / len(ratios), abs=1e-4)
+
+
+def test_local_volume_matches_perturbing_explicit_heads_in_weight_space():
+    support, labels = episodes(count=2, dim=8)
+    head = get_head("sgd", steps=50)
+    fit = head.fit(support, labels, 3, generator=gen())
+    stats = diagnose(head, fit, support, labels, generator=gen(8), perturbations=4000)
+    # Independent draw: Gaussian weights projected onto the span and centred over classes.
+    augmented = torch.cat([support, torch.ones(2, support.shape[1], 1)], 2).double()
+    projector = torch.linalg.pinv(augmented) @ augmented                     # onto the row space
+    theta = least_norm_head(support, support @ fit.weight + fit.bias[:, None])
+    for e in range(2):
+        u = projector[e] @ torch.randn(4000, 9, 3, generator=gen(9), dtype=torch.float64)
+        u = u - u.mean(dim=2, keepdim=True)
+        u = u / u.flatten(1).norm(dim=1)[:, None, None]
+        for radius in VOLUME_RADII:
+            moved = augmented[e] @ (theta[e] + radius * theta[e].norm() * u)
+            kept = (moved.argmax(2) == labels[e]).all(dim=1).double().mean().item()
+            assert stats[f"local_volume_r{radius:g}"][e].item() == pytest.approx(kept, abs=0.04), radius
+
+
+def test_local_volume_falls_with_the_radius_and_is_zero_for_a_head_that_does_not_fit():
+    support, labels = episodes()
+    head = get_head("sgd", steps=50)
+    fit = head.fit(support, labels, 3, generator=gen())
+    stats = diagnose(head, fit, support, labels, generator=gen())
+    volumes = torch.stack([stats[f"local_volume_r{r:g}"] for r in VOLUME_RADII])
+    assert (volumes[:-1] >= volumes[1:]).all() and (volumes[0] > 0.5).all()
+    wrong = diagnose(head, HeadFit(-fit.weight, -fit.bias), support, labels, generator=gen())
+    assert all(wrong[f"local_volume_r{r:g}"].tolist() == [0.0] * 3 for r in VOLUME_RADII)
+    assert (wrong["normalized_margin"] < 0).all()
+
+
+def test_non_separable_support_sets_get_the_soft_margin_reference():
+    support, labels = episodes(count=2)
+    support = torch.cat([support, support[:, :1]], dim=1)                  # a copy, labelled otherwise
+    labels = torch.cat([labels, (labels[:, :1] + 1) % 3], dim=1)
+    head = get_head("sgd", steps=30)
+    stats = diagnose(head, head.fit(support, labels, 3, generator=gen()), support, labels, generator=gen())
+    assert torch.isfinite(torch.stack(list(stats.values()))).all()
+    assert (stats["normalized_margin"] <= 0).all() and (stats["local_volume_r0.25"] == 0).all()
+
+
+def test_cosine_prototype_is_diagnosed_through_its_own_predict():
+    support = torch.randn(2, 6, 4, generator=gen(6)) * 5
+    labels = torch.tensor([[0, 1, 2, 0, 1, 2]] * 2)
+    head = get_head("prototype", metric="cosine")
+    fit = head.fit(support, labels, 3, generator=gen())
+    stats = diagnose(head, fit, support, labels, generator=gen())
+    torch.testing.assert_close(stats["support_loss"], fit.stats["support_loss"])
+    normalized = F.normalize(support, dim=2)       # the features the cosine head sees
+    expected = diagnose(get_head("sgd"), fit, normalized, labels, generator=gen())
+    for name in INVARIANT:
+        torch.testing.assert_close(stats[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("settings", [{"directions": 0}, {"perturbations": 0}, {"rho": -1.0}, {"radii": (0.0,)}])
+def test_bad_settings_are_user_errors(settings):
+    support, labels = episodes(count=1)
+    with pytest.raises(UserError, match="Diagnostics need"):
+        diagnose(get_head("sgd"), HeadFit(torch.zeros(1, 12, 3), torch.zeros(1, 3)), support, labels,
+                 generator=gen(), **settings)
