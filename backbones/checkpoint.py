@@ -59,11 +59,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):  # a pickle naming classes or functions: loading could run code
+        detail = _refusal_detail(error)
+        if "global" in detail.lower():  # a pickle naming classes or functions: loading could run code
             raise fail(f"The file {str(path)!r} holds Python objects other than tensors and plain "
-                       "data, so it is not loaded (it could run code).",
+                       f"data, so it is not loaded: it could run code ({detail}).",
                        "Use a checkpoint written by `fewshot pretrain`.") from None
-        raise _unreadable(path, error) from None
+        raise _unreadable(path, pickle.UnpicklingError(detail)) from None
     except Exception as error:  # a damaged file fails in many ways (EOFError, KeyError, zip errors)
         raise _unreadable(path, error) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -127,6 +128,15 @@ def load_weights(model: nn.Module, state_dict: Any, path: str | os.PathLike) -> 
                    f"({details}).", "The file was edited or comes from another architecture: use a "
                    "checkpoint written by `fewshot pretrain`, or pretrain again.")
     model.load_state_dict(state_dict)
+
+
+def _refusal_detail(error: BaseException) -> str:
+    """What torch's safe loader objected to, without its advice to load with `weights_only=False`
+    (which would run the code it refused: never repeat it)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))
+            and "weights_only" not in line]
+    return " ".join(kept) or "refused by the safe loader"
 
 
 def _unreadable(path: Path, error: BaseException) -> UserError:

@@ -18,6 +18,50 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", 
 DEFAULT_FOLDER_IMAGE_SIZE = 84  # side used when folders of mixed sizes are read with image_size 0
 
 
+# Modes whose pixels PIL's convert("RGB") maps faithfully to 8-bit RGB (colour spaces, palettes, 1/8 bits).
+EIGHT_BIT_MODES = frozenset({"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})  # composited over white, as a viewer shows them
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _gray(values: np.ndarray, full_scale: float) -> Image.Image:
+    """8-bit RGB from gray values on [0, full_scale], scaled (not clipped) to [0, 255]."""
+    scaled = np.clip(np.rint(values.astype(np.float64) * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L").convert("RGB")
+
+
+def to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """The picture as 8-bit RGB, each mode converted faithfully, or a `UserError` naming the mode.
+
+    PIL's `convert("RGB")` clips high bit depths (a 16-bit PNG becomes almost all white), so 16-bit
+    gray is scaled by 255/65535, float gray on [0, 1] by 255, and transparent pixels are shown over
+    white; a mode with no known range (32-bit integers outside PNG, floats outside [0, 1]) is refused.
+
+    Args:
+        image: an opened image.
+        path: its file, for the message.
+    """
+    mode = image.mode
+    if mode in EIGHT_BIT_MODES and not (mode == "P" and "transparency" in image.info):
+        return image.convert("RGB")
+    if mode in ALPHA_MODES or mode == "P":
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    if mode in SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):  # PNG's I is its 16-bit gray
+        return _gray(np.asarray(image), 65535.0)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1:
+            return _gray(values, 1.0)
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        raise fail(f"The image file {path} has 32-bit float pixels (PIL mode F) from {low:g} to {high:g}, "
+                   "outside [0, 1], so their brightness scale is unknown.",
+                   "Save it as an 8- or 16-bit image, or with float values in [0, 1].")
+    raise fail(f"The image file {path} has pixels of PIL mode {mode!r} ({image.format or 'unknown'} file), "
+               "which has no known brightness scale, so it cannot be converted to 8-bit RGB faithfully.",
+               "Save it as an 8- or 16-bit PNG or a JPEG.")
+
+
 def decode_image(path: Path, image_size: int) -> torch.Tensor:
     """Read one image file as uint8 [3, H, W] RGB, resized to image_size x image_size if > 0.
 
@@ -34,7 +78,7 @@ def decode_image(path: Path, image_size: int) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as image:
             if image_size and image.format == "JPEG":
                 image.draft("RGB", (image_size, image_size))  # decode big JPEGs at a reduced scale
-            image = image.convert("RGB")
+            image = to_rgb(image, path)
             if image_size and image.size != (image_size, image_size):
                 image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
             pixels = np.array(image, dtype=np.uint8)

@@ -51,10 +51,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        failed = _os_error(error)
+        if failed is not None and failed.filename is None:  # a full disk: name the file, not "a file"
+            raise OSError(failed.errno, failed.strerror, str(path)) from None
         raise
     return path
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write: itself, or the one torch.save wraps in a RuntimeError."""
+    if isinstance(error, OSError):
+        return error
+    if isinstance(error, RuntimeError) and isinstance(error.__context__, OSError):
+        return error.__context__
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 
 from episodes.errors import fail
 from episodes.io import fingerprint
 
-_CHUNK = 1024  # episodes drawn per batch of random keys; part of the sampling definition
+_CHUNK = 1024  # episodes drawn at once (bounds memory; the episodes do not depend on it)
+_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: stream output j is mix(state + (j + 1) * gamma)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,9 +71,11 @@ def _episode_labels(count: int, n_way: int, per_class: int) -> torch.Tensor:
 class EpisodeSampler:
     """Samples episodes from a split's labels, deterministically from a seed.
 
-    Classes within an episode are distinct, and support and query images are disjoint. The
-    draw uses only a seeded CPU `torch.Generator` and integer keys, so the same seed gives
-    the same episodes on any machine.
+    Classes within an episode are distinct, and support and query images are disjoint. Episode i
+    is drawn from its own random stream, keyed by (seed, i) (splitmix64 on unsigned integers,
+    see `episode_streams`), so the same seed gives the same episodes on any machine, and the
+    first n episodes of any count are the same: a 600-episode run is a prefix of a 1,000-episode
+    run of the same seed, and the two can be paired episode by episode.
 
     Args:
         labels: int64 [N] class label of every image in the split.
@@ -111,35 +115,91 @@ class EpisodeSampler:
             self._table[row, :counts[cls]] = order[starts[cls]:starts[cls] + counts[cls]]
 
     def sample(self, count: int) -> Episodes:
-        """Draw `count` episodes."""
-        generator = torch.Generator().manual_seed(self.seed)
-        parts = [self._draw(min(_CHUNK, count - start), generator) for start in range(0, count, _CHUNK)]
+        """Draw episodes 0 .. count-1."""
+        parts = [self._draw(start, min(_CHUNK, count - start)) for start in range(0, count, _CHUNK)]
         if not parts:
             raise fail("Asked for 0 episodes.", "Set episodes.count to at least 1.")
         classes, support, query = (torch.cat(tensors) for tensors in zip(*parts))
         return Episodes(classes, support, query, self.n_way, self.k_shot, self.n_query, self.seed)
 
-    def _draw(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        n_classes, width = self._table.shape
+    def _draw(self, start: int, count: int) -> tuple[torch.Tensor, ...]:
+        # numpy, single-threaded: these small ops gain nothing from threads and stall on a busy machine
+        n_classes = self._table.shape[0]
         per_class = self.k_shot + self.n_query
-        # Classes: the n_way smallest of distinct integer keys (the position breaks ties), so the
-        # choice is the same on every machine and with any top-k implementation.
-        class_keys = torch.randint(0, 1 << 40, (count, n_classes), generator=generator)
-        rows = torch.topk(class_keys * n_classes + torch.arange(n_classes), self.n_way,
-                          largest=False, sorted=True).indices                     # [E, n_way]
-        # Images: the first k+q steps of a Fisher-Yates shuffle of each chosen class, for all
-        # episodes at once; k+q random numbers per class instead of one per image.
-        sizes = self._counts[rows].flatten()                                      # [E * n_way]
-        # order[j, r]: image at position j of row r's shuffle (rows are the episode classes).
-        order = torch.arange(width, dtype=torch.int32).unsqueeze(1).repeat(1, count * self.n_way)
-        uniform = torch.rand((per_class, count * self.n_way), generator=generator, dtype=torch.float64)
-        for step in range(per_class):
-            swap = (step + (uniform[step] * (sizes - step)).long()).unsqueeze(0)
-            current = order[step].clone()
-            order[step] = order.gather(0, swap).squeeze(0)
-            order.scatter_(0, swap, current.unsqueeze(0))
-        picks = order[:per_class].T.reshape(count, self.n_way, per_class).long()
-        images = self._table[rows.unsqueeze(-1), picks]                           # [E, n_way, k+q]
+        words = episode_streams(self.seed, start, count, n_classes + self.n_way * per_class)
+        # Classes: the n_way smallest of distinct integer keys (40 random bits, then the position),
+        # so the choice is the same on every machine and with any selection algorithm.
+        keys = (words[:, :n_classes] >> np.uint64(24)).astype(np.int64) * n_classes + np.arange(n_classes)
+        chosen = np.argpartition(keys, self.n_way - 1, axis=1)[:, :self.n_way] if self.n_way < n_classes \
+            else np.broadcast_to(np.arange(n_classes), keys.shape)
+        rows = np.take_along_axis(chosen, np.argsort(np.take_along_axis(keys, chosen, 1), axis=1), 1)  # [E, n_way]
+        # Images: the first k+q steps of a Fisher-Yates shuffle of each chosen class.
+        uniform = (words[:, n_classes:] >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+        picks = partial_shuffle(self._counts.numpy()[rows].reshape(-1), uniform.reshape(count * self.n_way, per_class))
+        images = self._table.numpy()[rows[:, :, None], picks.reshape(count, self.n_way, per_class)]  # [E, n_way, k+q]
         support = images[:, :, :self.k_shot].reshape(count, -1)
         query = images[:, :, self.k_shot:].reshape(count, -1)
-        return self.classes[rows], support, query
+        return tuple(torch.from_numpy(np.ascontiguousarray(part)) for part in (self.classes.numpy()[rows], support, query))
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output function, in place on uint64 (unsigned arithmetic wraps, by definition)."""
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def episode_streams(seed: int, start: int, count: int, width: int) -> np.ndarray:
+    """uint64 [count, width]: the first `width` words of the streams of episodes start .. start+count-1.
+
+    The stream of episode i is splitmix64 started at mix(mix(seed) + i): it depends on (seed, i) only.
+
+    Args:
+        seed: seed of the episode set (any integer; taken modulo 2^64).
+        start: index of the first episode.
+        count: episodes.
+        width: words per episode.
+    """
+    with np.errstate(over="ignore"):
+        key = _mix64(np.array([seed % (1 << 64)], dtype=np.uint64))
+        states = _mix64(key + np.arange(start, start + count, dtype=np.uint64))
+        steps = np.arange(1, width + 1, dtype=np.uint64) * np.uint64(_GAMMA)
+        return _mix64(states[:, None] + steps[None, :])
+
+
+def partial_shuffle(sizes: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """The first m positions of a Fisher-Yates shuffle of range(size), for many rows at once.
+
+    Step t swaps position t with j_t = t + floor(u_t * (size - t)). Only the positions touched so
+    far differ from the identity, so instead of a [rows, size] table each row keeps its j's and the
+    value each swap put at j (what position t held): the value at a position is the latest value
+    put there, else the position itself. Memory and time are O(rows * m^2), not O(rows * size).
+
+    Args:
+        sizes: int64 [R] the size of each row's range (at least m).
+        uniform: float64 [R, m] uniforms in [0, 1), one per step.
+
+    Returns:
+        int64 [R, m]: the picks, distinct within a row.
+    """
+    rows, steps = uniform.shape
+    picks = np.empty((rows, steps), dtype=np.int64)
+    jumps = np.empty((rows, steps), dtype=np.int64)    # j_t
+    placed = np.empty((rows, steps), dtype=np.int64)   # the value put at position j_t at step t
+
+    def value_at(position: np.ndarray, step: int) -> np.ndarray:
+        value = position.copy()
+        for earlier in range(step):  # in order, so the latest swap onto `position` wins
+            hit = jumps[:, earlier] == position
+            value[hit] = placed[hit, earlier]
+        return value
+
+    for step in range(steps):
+        jump = step + (uniform[:, step] * (sizes - step)).astype(np.int64)
+        picks[:, step] = value_at(jump, step)
+        placed[:, step] = value_at(np.full(rows, step, dtype=np.int64), step)
+        jumps[:, step] = jump
+    return picks

@@ -11,7 +11,7 @@ from episodes.errors import UserError
 from fewshot import __version__
 from fewshot.commands.errorpath import expected_failure, parse_arguments
 from fewshot.commands.options import COMMANDS
-from fewshot.run.runlock import release_all
+from fewshot.run.runlock import held_locks, release_all
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,19 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
+    held_before = held_locks()  # a sweep runs its cells through main: a cell's end keeps the sweep's lock
     try:
         return args.run(args)
     except UserError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        Console(stderr=True).print("[bold red]interrupted:[/] no partial results were written.")
+        Console(stderr=True).print("[bold red]interrupted:[/] files written before the interruption are complete "
+                                   "(every write is atomic) and nothing was half-written; run the same command "
+                                   "with --resume to keep the finished results.", highlight=False, soft_wrap=True)
         return 130
     except OSError as error:  # a file the run writes or reads failed: expected, one paragraph
         Console(stderr=True).print(f"[bold red]error:[/] {expected_failure(error)}", highlight=False, soft_wrap=True)
         return 2
     finally:
-        release_all()
+        release_all(keep=held_before)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +20,77 @@ from typing import Any, Literal
 import yaml
 
 from episodes.errors import fail
+
+
+MAX_FLOAT = 1e12  # larger settings overflow float32 arithmetic in the heads (max 3.4e38) or are typos
+MAX_YAML_VALUES = 100_000  # values a YAML document may hold once its aliases are expanded
+
+
+class RefusedYAML(yaml.MarkedYAMLError):
+    """YAML that parses but that a config refuses (a duplicate key, an alias bomb)."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with the checks a config needs.
+
+    - Floats in the forms people write (`1e-3`, `1.5E+2`) are floats; YAML 1.1 reads them as strings.
+    - A key given twice in one mapping is an error (YAML would keep the last one silently).
+    - Aliases (`*name`) may not expand to more than `MAX_YAML_VALUES` values: a few hundred
+      bytes of nested aliases (an alias bomb) would otherwise expand to billions when serialized.
+    """
+
+    def compose_document(self) -> yaml.Node:  # type: ignore[override]
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def expanded(child: yaml.Node, open_nodes: frozenset[int]) -> int:
+            if id(child) in open_nodes:
+                raise RefusedYAML(None, None, "a recursive alias (a value that contains itself) "
+                                                  "cannot be a config value", child.start_mark)
+            if id(child) not in sizes:
+                inner = open_nodes | {id(child)}
+                if isinstance(child, yaml.MappingNode):
+                    total = sum(expanded(k, inner) + expanded(v, inner) for k, v in child.value)
+                elif isinstance(child, yaml.SequenceNode):
+                    total = sum(expanded(item, inner) for item in child.value)
+                else:
+                    total = 0
+                sizes[id(child)] = 1 + total
+            return sizes[id(child)]
+
+        count = expanded(node, frozenset()) if node is not None else 0
+        if count > MAX_YAML_VALUES:
+            raise RefusedYAML(
+                None, None, f"its aliases (*name) expand to {count:.3g} values, more than the limit of "
+                f"{MAX_YAML_VALUES:,} (an alias bomb?); write the values out or use fewer nested aliases",
+                node.start_mark)
+        return node
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:  # type: ignore[override]
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, typing.Hashable) and key in seen:
+                    raise RefusedYAML(
+                        "while reading a mapping", node.start_mark,
+                        f"the key {key!r} is given twice (the second would silently replace the first)",
+                        key_node.start_mark)
+                if isinstance(key, typing.Hashable):
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with `ConfigLoader`; errors are `yaml.YAMLError`."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _type_name(kind: Any) -> str:
@@ -50,6 +124,10 @@ def coerce(kind: Any, value: Any, where: str) -> Any:
     elif kind is Any:
         return value
     elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > MAX_FLOAT:
+            raise fail(f"Config key {where!r} is {value!r}, which is not a finite number of at most "
+                       f"{MAX_FLOAT:g} in size (larger values overflow the float32 arithmetic of a fit).",
+                       f"Give {where} a finite value, such as its default.")
         return float(value)
     elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
@@ -77,7 +155,9 @@ def build_dataclass(cls: type, values: Any, where: str = "config") -> Any:
     unknown = sorted((key for key in values if key not in fields), key=str)
     if unknown:
         prefix = "" if where == "config" else f"{where}."
-        raise fail(f"Unknown config key {prefix}{unknown[0]}.",
+        near = difflib.get_close_matches(str(unknown[0]), list(fields), n=1)
+        raise fail(f"Unknown config key {prefix}{unknown[0]}"
+                   + (f" (did you mean {prefix}{near[0]}?)." if near else "."),
                    f"Valid keys{' under ' + where if prefix else ''}: {', '.join(fields) or '(none)'}.")
     default = cls()
     kwargs = {}
@@ -99,8 +179,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise fail(f"Cannot read the override {text!r}.", "Write overrides as key.sub=value, "
                    "for example episodes.count=100.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(raw) if raw.strip() else None
+    except RefusedYAML as error:
+        raise fail(f"Cannot read the override {text!r}: {error.problem}.",
+                   f"Write {key}=VALUE with each key once and without nested aliases.") from None
+    except yaml.YAMLError:  # not YAML at all: the text itself is the value (`name=my run: 2`)
         value = raw
     return key.split("."), value
 
@@ -123,7 +206,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing or malformed file is a `UserError`."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise fail(f"Config file {str(path)!r} does not exist.",
                    "Check the path given to --config (the bundled ones are in configs/).") from None

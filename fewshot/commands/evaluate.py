@@ -41,7 +41,8 @@ def prepare_run(args: argparse.Namespace, checkpoint: Path | None = None
         args: the parsed command line.
         checkpoint: the backbone to evaluate; None when the run pretrains one.
     """
-    from fewshot.run.pipeline import RunContext, episode_samplers
+    from backbones.checkpoint import checkpoint_sha256
+    from fewshot.run.pipeline import RunContext, episode_samplers, plan_results
     from fewshot.run.validate import check_checkpoint, check_config, check_dataset
     if args.resume and not args.output_dir:
         raise fail("--resume continues an earlier run, but no run directory was given (without --output-dir "
@@ -59,9 +60,11 @@ def prepare_run(args: argparse.Namespace, checkpoint: Path | None = None
     console = console_for(args)
     for warning in warnings if ranks.is_main else []:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    return config, dataset, RunContext(output_dir=output_dir, device=str(device), data_root=args.data_root,
-                                       console=console, ranks=ranks, resume=args.resume,
-                                       force=getattr(args, "force", False), label=args.label)
+    run = RunContext(output_dir=output_dir, device=str(device), data_root=args.data_root, console=console,
+                     ranks=ranks, resume=args.resume, force=getattr(args, "force", False), label=args.label)
+    if run.resume:  # a results file of another run stops --resume now, before pretraining changes the folder
+        plan_results(config, dataset, run, checkpoint_sha256(checkpoint) if checkpoint is not None else None)
+    return config, dataset, run
 
 
 def existing_checkpoint(path: str) -> Path:

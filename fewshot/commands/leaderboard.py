@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from episodes.io import atomic_write_text
 from fewshot.commands.options import command, console_for
 from fewshot.commands.errorpath import check_output_file
 from fewshot.report.leaderboard import MISMATCH_FLAG, RENDERERS, merge, to_markdown
 from fewshot.results.document import find_results_files, read_results
+from fewshot.run.runlock import claim_output_folder
 from fewshot.sweep.folder import finished_results
 
 
@@ -35,6 +37,7 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     if args.output is None:
         print(text, end="")
     else:
+        claim_output_folder(Path(args.output), command="leaderboard")  # never into a folder a live run holds
         atomic_write_text(args.output, text)
         console_for(args).print(f"Wrote {len(rows)} rows from {len(docs)} results files to {args.output}",
                                 highlight=False)

@@ -52,11 +52,13 @@ def resolve_device(args: argparse.Namespace) -> str:
     return check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_output_dir(args: argparse.Namespace, config_name: str, ranks: "Ranks | None" = None) -> Path:
+def resolve_output_dir(args: argparse.Namespace, config_name: str, ranks: "Ranks | None" = None,
+                       kind: str = "run") -> Path:
     """`--output-dir`, else a new `runs/<config>-<timestamp>[-N]`; claimed for this run.
 
-    Fails early if the folder cannot be written, is in use by another run, or holds another
-    run's results (unless `--resume` or `--force`), see `fewshot.run.runlock`. Under `torchrun`
+    Fails early if the folder cannot be written, is in use by another run, holds another
+    run's results (unless `--resume` or `--force`), or is not a folder of this `kind` ("run" or
+    "sweep"), see `fewshot.run.runlock.check_folder_free`. Under `torchrun`
     rank 0 names, creates and locks the folder and every rank gets its path (the default name
     holds a timestamp, which would differ between processes).
     """
@@ -78,7 +80,8 @@ def resolve_output_dir(args: argparse.Namespace, config_name: str, ranks: "Ranks
             raise fail(f"The output directory {str(chosen or args.output_dir or 'runs')!r} cannot be written "
                        f"({error.strerror}).", "Pass --output-dir with a folder you can write to.") from None
         claim_run_dir(chosen, command=str(getattr(args, "command", None)))
-        check_folder_free(chosen, resume=getattr(args, "resume", False), force=getattr(args, "force", False))
+        check_folder_free(chosen, resume=getattr(args, "resume", False), force=getattr(args, "force", False),
+                          kind=kind)
     return Path(gather_objects(chosen, ranks)[0])
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from episodes.errors import fail
 from fewshot.commands.options import command, console_for
 from fewshot.results.document import find_results_files, read_results
+from fewshot.run.runlock import claim_output_folder
 from fewshot.sweep.folder import finished_results
 
 
@@ -25,8 +26,10 @@ def _output(args: argparse.Namespace) -> Path:
         return Path(args.output)
     if len(args.runs) == 1 and Path(args.runs[0]).is_dir():
         return Path(args.runs[0]) / "report.html"
-    raise fail("Several inputs were given, so there is no single run folder to write report.html into.",
-               "Pass --output FILE.html.")
+    given = (f"{len(args.runs)} inputs were given" if len(args.runs) > 1
+             else f"{args.runs[0]!r} is a file, not a run folder")
+    raise fail(f"{given}, so there is no single run folder to write report.html into.",
+               "Pass --output FILE.html (or the run folder itself).")
 
 
 @command("report", "write a self-contained HTML report (leaderboard, plots, comparisons, diagnostics)", add_arguments)
@@ -36,6 +39,7 @@ def run_report(args: argparse.Namespace) -> int:
     output = _output(args)
     paths = find_results_files(finished_results(args.runs))
     docs = [read_results(path) for path in paths]
+    claim_output_folder(output, command="report")  # never into a folder a live run is writing
     try:
         write_report(docs, output, sources=[str(path) for path in paths], title=args.title)
     except OSError as error:

@@ -34,7 +34,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid)
     check_executor(args.executor)
     args.output_dir = args.output_dir or str(Path("sweeps") / Path(args.grid).stem)
-    sweep_dir = resolve_output_dir(args, Path(args.grid).stem)
+    sweep_dir = resolve_output_dir(args, Path(args.grid).stem, kind="sweep")
     console = console_for(args)
     outcome = run_sweep(grid, sweep_dir, args.main, executor=args.executor, workers=args.jobs, data_root=args.data_root,
                         device=args.device, console=console)

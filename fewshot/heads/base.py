@@ -13,6 +13,7 @@ Example plug-in:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -29,19 +30,39 @@ _plugins_loaded = False
 HeadType = TypeVar("HeadType", bound=type["HeadOptimizer"])
 
 
+class Predictor(ABC):
+    """How a non-linear fit turns features into logits (`HeadFit.model`; e.g. an MLP head model)."""
+
+    @abstractmethod
+    def predict(self, fit: "HeadFit", features: torch.Tensor) -> torch.Tensor:
+        """Logits [E, M, N] of features [E, M, D] under the fitted heads."""
+
+
 @dataclass
 class HeadFit:
-    """Fitted linear heads of a batch of episodes: logits = features @ weight + bias.
+    """Fitted heads of a batch of episodes: linear, logits = features @ weight + bias, unless
+    `model` is set (a network head), in which case `model.predict(fit, features)` gives the logits.
 
     Args:
-        weight: [E, D, n_way].
-        bias: [E, n_way].
-        stats: per-episode statistics, each a tensor [E] (e.g. `steps`, `evaluations`).
+        weight: [E, D, n_way] (a network head: its first layer's weight, [E, D, H]).
+        bias: [E, n_way] (a network head: its first layer's bias, [E, H]).
+        stats: per-episode statistics, each a tensor [E] (e.g. `steps`, `evaluations`), except
+            `runtimes` [E, T] (evaluations to T loss targets, `fewshot.heads.runtimes`).
+        model: None for a linear head (every plug-in that returns `HeadFit(weight, bias, stats)`);
+            else what predicts (`fewshot.heads.head_model.HeadModel` or another `Predictor`).
+        params: [E, P] the network's flat parameters (`model`'s layout), None for a linear head.
     """
 
     weight: torch.Tensor
     bias: torch.Tensor
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    model: Predictor | None = None
+    params: torch.Tensor | None = None
+
+    @property
+    def is_linear(self) -> bool:
+        """Whether logits = features @ weight + bias (no `model`)."""
+        return self.model is None
 
 
 @dataclass
@@ -102,7 +123,9 @@ class HeadOptimizer(ABC):
         """
 
     def predict(self, fit: HeadFit, features: torch.Tensor) -> torch.Tensor:
-        """Logits [E, Q, n_way] of features [E, Q, D] under the fitted heads."""
+        """Logits [E, Q, n_way] of features [E, Q, D] under the fitted heads (a network fit: its model's)."""
+        if fit.model is not None:
+            return fit.model.predict(fit, features)
         return torch.baddbmm(fit.bias.unsqueeze(1), features, fit.weight)
 
 
@@ -142,7 +165,8 @@ def head_class(name: str) -> type[HeadOptimizer]:
     """The class registered as `name`; an unknown name is an error listing the known ones."""
     _load_heads()
     if name not in _HEADS:
-        raise fail(f"Unknown head optimizer {name!r}.",
+        near = difflib.get_close_matches(name, list(_HEADS), n=1)
+        raise fail(f"Unknown head optimizer {name!r}" + (f" (did you mean {near[0]!r}?)." if near else "."),
                    f"Registered heads: {', '.join(sorted(_HEADS))}.")
     return _HEADS[name]
 

@@ -30,8 +30,10 @@ import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
+from fewshot.heads.head_model import HeadModel, ModelSettings, model_of, model_rules
 from fewshot.heads.losses import normalized_loss, span_gram_pinv, span_norm_sq
 from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
+from fewshot.heads.runtimes import RuntimeTracker
 from fewshot.heads.starts import draw_start
 
 FITTED, MIN_SIGMA, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
@@ -42,8 +44,9 @@ class GreedyRandomHead(HeadOptimizer):
     """Greedy random search on the support decision loss (see the module doc)."""
 
     @dataclass
-    class Config(FitProtocol):
-        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure):
+    class Config(FitProtocol, ModelSettings):
+        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure; and of
+        `ModelSettings`: model, width, depth; a network's candidates go through its forward pass):
             sigma: initial standard deviation of the noise added to every parameter.
             shrink: factor applied to sigma after `patience` failed steps in a row.
             patience: failed steps in a row before sigma shrinks.
@@ -67,7 +70,8 @@ class GreedyRandomHead(HeadOptimizer):
         return [(c.sigma > 0, "sigma", "> 0"), (0 < c.shrink < 1, "shrink", "in (0, 1)"),
                 (c.patience >= 1, "patience", ">= 1"), (c.min_sigma > 0, "min_sigma", "> 0"),
                 (c.max_steps >= 0, "max_steps", ">= 0"), (c.candidates >= 1, "candidates", ">= 1"),
-                (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")] + protocol_rules(c)
+                (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null")] + protocol_rules(c) \
+            + model_rules(c)
 
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
@@ -89,6 +93,8 @@ class GreedyRandomHead(HeadOptimizer):
         c = self.config
         episodes, shots, dim = support.shape
         device = support.device
+        if c.model != "linear":
+            return self._fit_model(model_of(c), support, labels, n_way, generator)
         # A column of ones makes the bias the last row of one parameter matrix [E, D + 1, N].
         features = with_bias_column(support)
         pinv = span_gram_pinv(support).to(support.dtype) if c.loss == "span_norm" else None
@@ -99,8 +105,13 @@ class GreedyRandomHead(HeadOptimizer):
         failures = torch.zeros(episodes, dtype=torch.long, device=device)
         steps, accepted = torch.zeros_like(failures), torch.zeros_like(failures)
         reason = torch.full((episodes,), -1, dtype=torch.long, device=device)
+        every = torch.arange(episodes, device=device)
+        tracker = RuntimeTracker(episodes, c.targets, device)  # the start reached what it reached at 0
+        tracker.observe(every, loss.unsqueeze(1), torch.ones(episodes, 1, dtype=torch.bool, device=device), steps - 1)
         while True:
-            fitted = reached_stop(linear_accuracy(logits, labels) == 1.0, loss, c, c.loss_threshold)
+            accurate = linear_accuracy(logits, labels) == 1.0
+            tracker.fitted_at(every, torch.where(accurate, (steps * c.candidates).double(), torch.inf))
+            fitted = reached_stop(accurate, loss, c, c.loss_threshold)
             fitted &= accepted % c.check_every == 0  # checked every `check_every` accepted moves
             stop = torch.where(steps >= c.max_steps, BUDGET, -1)
             stop = torch.where(sigma < c.min_sigma, MIN_SIGMA, stop)
@@ -123,6 +134,8 @@ class GreedyRandomHead(HeadOptimizer):
                                  + 2 * torch.bmm(flat, current.unsqueeze(2)).squeeze(2))
             trial_loss = self._loss(trial_logits, labels[active].unsqueeze(1), trial_norm_sq,
                                     None if pinv is None else pinv[active])              # [A, K]
+            tracker.observe(active, trial_loss, torch.ones_like(trial_loss, dtype=torch.bool),
+                            steps[active] * c.candidates)
             best_loss, best = trial_loss.min(dim=1)
             better = best_loss < loss[active]
             won, pick = active[better], best[better]
@@ -138,7 +151,62 @@ class GreedyRandomHead(HeadOptimizer):
             sigma[shrink] *= c.shrink
             failures[shrink] = 0
             steps[active] += 1
-        stats = {"steps": steps, "accepted": accepted, "sigma": sigma, "stop_reason": reason,
+        stats = {**tracker.stats(steps * c.candidates, (dim + 1) * n_way), "steps": steps, "accepted": accepted, "sigma": sigma, "stop_reason": reason,
                  "support_loss": loss}
         return HeadFit(params[:, :dim].contiguous(), params[:, dim].contiguous(),
                        stats={name: value.float() for name, value in stats.items()})
+
+    def _fit_model(self, model: HeadModel, support: torch.Tensor, labels: torch.Tensor, n_way: int,
+                   generator: torch.Generator) -> HeadFit:
+        """The same search on any head model's flat parameters (a network: its forward pass per
+        candidate, all candidates of all episodes in one `model.logits` call)."""
+        c = self.config
+        episodes, _, dim = support.shape
+        device = support.device
+        params = model.draw_start(c.init, c.init_scale, episodes, dim, n_way, generator, device)
+
+        def losses(candidates: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = model.logits(candidates, support[rows])                                   # [A, K, S, N]
+            norm_sq = model.full_norm_sq(candidates, dim) if c.loss == "full_norm" else None
+            return self._loss(logits, labels[rows].unsqueeze(1), norm_sq, None), logits
+
+        every = torch.arange(episodes, device=device)
+        loss, logits = (part.squeeze(1) for part in losses(params.unsqueeze(1), every))
+        sigma = torch.full((episodes,), c.sigma, device=device)
+        failures = torch.zeros(episodes, dtype=torch.long, device=device)
+        steps, accepted = torch.zeros_like(failures), torch.zeros_like(failures)
+        reason = torch.full((episodes,), -1, dtype=torch.long, device=device)
+        tracker = RuntimeTracker(episodes, c.targets, device)
+        tracker.observe(every, loss.unsqueeze(1), torch.ones(episodes, 1, dtype=torch.bool, device=device), steps - 1)
+        while True:
+            accurate = linear_accuracy(logits, labels) == 1.0
+            tracker.fitted_at(every, torch.where(accurate, (steps * c.candidates).double(), torch.inf))
+            fitted = reached_stop(accurate, loss, c, c.loss_threshold) & (accepted % c.check_every == 0)
+            stop = torch.where(steps >= c.max_steps, BUDGET, -1)
+            stop = torch.where(sigma < c.min_sigma, MIN_SIGMA, stop)
+            reason = torch.where(reason < 0, torch.where(fitted, FITTED, stop), reason)
+            active = (reason < 0).nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            noise = torch.randn(len(active), c.candidates, params.shape[1], generator=generator,
+                                device=generator.device).to(device) * sigma[active].view(-1, 1, 1)
+            trial = params[active].unsqueeze(1) + noise
+            trial_loss, trial_logits = losses(trial, active)
+            tracker.observe(active, trial_loss, torch.ones_like(trial_loss, dtype=torch.bool), steps[active] * c.candidates)
+            best_loss, best = trial_loss.min(dim=1)
+            better = best_loss < loss[active]
+            won, pick, rows = active[better], best[better], better.nonzero().squeeze(1)
+            params[won] = trial[rows, pick]
+            logits[won] = trial_logits[rows, pick]
+            loss[won] = best_loss[better].to(loss.dtype)
+            accepted[won] += 1
+            failures[won] = 0
+            lost = active[~better]
+            failures[lost] += 1
+            shrink = lost[failures[lost] >= c.patience]
+            sigma[shrink] *= c.shrink
+            failures[shrink] = 0
+            steps[active] += 1
+        stats = {**tracker.stats(steps * c.candidates, params.shape[1]), "steps": steps, "accepted": accepted,
+                 "sigma": sigma, "stop_reason": reason, "support_loss": loss}
+        return model.head_fit(params, dim, n_way, {name: value.float() for name, value in stats.items()})

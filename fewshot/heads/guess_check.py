@@ -34,7 +34,8 @@ import torch
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
 from fewshot.heads.losses import LossKind, normalized_loss, span_gram_pinv, span_norm_sq
-from fewshot.heads.guess_check_exact import exact_settings, fit_exact_head
+from fewshot.heads.guess_check_exact import exact_settings, fit_exact_head, nngp_settings
+from fewshot.heads.runtimes import RuntimeTracker, default_targets, targets_rule
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
 
@@ -55,13 +56,19 @@ class GuessCheckHead(HeadOptimizer):
             loss: the loss of the threshold and band: `raw`, `full_norm` or `span_norm`.
             band: [low, high]: accept only guesses whose loss is in (low, high]; None: no band.
             method: `rejection` draws heads as above; `exact` samples the head rejection would
-                accept with an unlimited budget, and its log10 P(fit) (stat `log10_volume`), in
-                logit space (`fewshot.volume`). A uniform prior runs there as the Gaussian with
+                accept with an unlimited budget, and its log10 P(accepted) (stat `log10_volume`),
+                in logit space (`fewshot.volume`): with a normalized loss, a band (or threshold)
+                is reached by one splitting run on the composite score (stats `band_empty`,
+                `min_loss`, `tied`, `stalled`). A uniform prior runs there as the Gaussian with
                 std scale / sqrt(3): a CLT approximation (stat `clt_approximation`).
             exact: `fewshot.volume.SplittingSettings` for `exact` (chains, repeats, sweeps, ...).
+            nngp: with `distribution: nngp` (method `exact`, loss `raw` only), the prior of an
+                infinitely wide ReLU network head, `fewshot.volume.nngp.NNGPSettings` (depth, s1,
+                b1, s2, b2): the head is then a GP posterior draw (`NNGPPosterior`).
+            targets: loss targets of the reported runtimes (`rejection`; `fewshot.heads.runtimes`).
         """
 
-        distribution: Literal["uniform", "gaussian"] = "uniform"
+        distribution: Literal["uniform", "gaussian", "nngp"] = "uniform"
         scale: float = 1.0
         bias: bool = True
         max_guesses: int = 100_000
@@ -71,6 +78,8 @@ class GuessCheckHead(HeadOptimizer):
         band: list[float] | None = None
         method: Literal["rejection", "exact"] = "rejection"
         exact: dict[str, Any] = field(default_factory=dict)
+        nngp: dict[str, Any] = field(default_factory=dict)
+        targets: list[float] = field(default_factory=default_targets)
 
     def setting_rules(self) -> list[tuple[bool, str, str]]:
         c = self.config
@@ -79,9 +88,15 @@ class GuessCheckHead(HeadOptimizer):
                 (c.batch >= 0, "batch", ">= 0"),
                 (c.band is None or (len(c.band) == 2 and 0 <= c.band[0] < c.band[1]), "band",
                  "null or [low, high] with 0 <= low < high"),
-                (exact_settings(self) is not None, "exact", "valid"),
-                (c.method == "rejection" or (c.band is None and c.loss == "raw"), "method",
-                 "rejection with a band or a normalized loss (exact takes a raw-loss threshold only)")]
+                (exact_settings(self) is not None, "exact", "valid"), targets_rule(c.targets),
+                (c.method == "rejection" or c.loss != "raw" or c.band is None, "band",
+                 "null with method exact and loss raw (a band needs loss: span_norm or full_norm)"),
+                (c.loss != "full_norm" or c.bias, "bias", "true with loss full_norm (the norm of [W; b])"),
+                (c.distribution != "nngp" or c.method == "exact", "method",
+                 "exact with distribution nngp (rejection draws finite heads; the NNGP is the infinite-width limit)"),
+                (c.distribution != "nngp" or c.loss == "raw", "loss",
+                 "raw with distribution nngp (the NNGP describes the logits, not the weights a norm needs)"),
+                (c.distribution != "nngp" or nngp_settings(self) is not None, "nngp", "valid")]
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
         c = self.config
@@ -108,6 +123,7 @@ class GuessCheckHead(HeadOptimizer):
         tested, fit_count = torch.zeros_like(guesses), torch.zeros_like(guesses)
         pinv = span_gram_pinv(support) if c.loss == "span_norm" else None
         done = torch.zeros(episodes, dtype=torch.bool, device=device)
+        tracker = RuntimeTracker(episodes, c.targets, device)
         while True:
             active = (~done & (guesses < c.max_guesses)).nonzero().squeeze(1)
             if active.numel() == 0:
@@ -123,12 +139,16 @@ class GuessCheckHead(HeadOptimizer):
                     else span_norm_sq(logits, pinv[active])
                 loss = normalized_loss(logits.double(), labels[active].unsqueeze(1), norm_sq.sqrt()).float()
             fits = linear_accuracy(logits, labels[active].unsqueeze(1)) == 1.0
+            accurate = fits.clone()
             if c.loss_threshold is not None:
                 fits &= loss < c.loss_threshold
             if c.band is not None:
                 fits &= (loss > c.band[0]) & (loss <= c.band[1])
             allowed = torch.arange(batch, device=device) < (c.max_guesses - guesses[active]).unsqueeze(1)
             fits &= allowed
+            # Evaluations as `guesses` counts them: up to the first accepted guess, else all allowed.
+            counted = allowed & (fits.cumsum(dim=1) - fits.long() < 1)
+            tracker.observe(active, loss, counted, guesses[active], accurate)
             tested[active] += allowed.sum(dim=1)
             fit_count[active] += fits.sum(dim=1)
             found = fits.any(dim=1)
@@ -145,6 +165,6 @@ class GuessCheckHead(HeadOptimizer):
             done[active] = found
         weight = params[:, :dim].contiguous()
         bias = params[:, dim].contiguous() if c.bias else support.new_zeros(episodes, n_way)
-        stats = {"guesses": guesses.float(), "failed": (~done).float(), "support_loss": best_loss,
+        stats = {**tracker.stats(guesses, rows * n_way), "guesses": guesses.float(), "failed": (~done).float(), "support_loss": best_loss,
                  "tested": tested.float(), "fits": fit_count.float()}
         return HeadFit(weight, bias, stats=stats)

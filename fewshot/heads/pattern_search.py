@@ -68,8 +68,11 @@ from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import validate_inputs
 from fewshot.heads.compass import (SearchProblem, episode_keys, move_loss, poll_order, poll_side,
                                    prepare_problem, state_terms)
+from fewshot.heads.head_model import ModelSettings, model_of, model_rules
+from fewshot.heads.mlp_compass import search_network
 from fewshot.heads.compass_norms import NormTerms, decision_loss, norm_terms, normalized_trials
 from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
+from fewshot.heads.runtimes import RuntimeTracker
 from fewshot.heads.starts import draw_start
 
 FITTED, MIN_RADIUS, BUDGET = 0, 1, 2  # stop reason codes reported in stats["stop_reason"]
@@ -105,8 +108,9 @@ class PatternSearchHead(HeadOptimizer):
     """Compass search on the support decision loss (see the module doc)."""
 
     @dataclass
-    class Config(FitProtocol):
-        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure):
+    class Config(FitProtocol, ModelSettings):
+        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure; and of
+        `ModelSettings`: model, width, depth; `model: mlp` runs `fewshot.heads.mlp_compass`):
             radius: initial step of every coordinate move.
             min_radius: stop once the radius (halved after each failed poll) falls below this.
             max_evaluations: budget of candidate evaluations per episode.
@@ -132,7 +136,9 @@ class PatternSearchHead(HeadOptimizer):
         return [(c.radius > 0, "radius", "> 0"), (c.min_radius > 0, "min_radius", "> 0"),
                 (c.max_evaluations >= 0, "max_evaluations", ">= 0"),
                 (c.loss_threshold is None or c.loss_threshold > 0, "loss_threshold", "> 0 or null"),
-                (c.chunk_size >= 1, "chunk_size", ">= 1")] + protocol_rules(c)
+                (c.chunk_size >= 1, "chunk_size", ">= 1"),
+                (c.model == "linear" or c.variant != "block", "variant", "opportunistic or parallel with model: mlp")] \
+            + protocol_rules(c) + model_rules(c)
 
     def on_accept(self, episodes: torch.Tensor, params: torch.Tensor, steps: torch.Tensor) -> None:
         """Called with the moves taken in each round (a hook for tests that record trajectories).
@@ -143,12 +149,13 @@ class PatternSearchHead(HeadOptimizer):
             steps: [K] the signed step taken.
         """
 
-    def stop_reasons(self, s: _Search, labels: torch.Tensor) -> torch.Tensor:
+    def stop_reasons(self, s: _Search, labels: torch.Tensor, tracker: RuntimeTracker | None = None) -> torch.Tensor:
         """[A] stop reason of every row, -1 for those that poll on (checked before each poll).
 
         Args:
             s: the rows.
             labels: [A, S] their support labels.
+            tracker: records the evaluations at which a row's point is first 100% accurate.
         """
         c = self.config
         n_way = s.logits.shape[1]
@@ -156,7 +163,10 @@ class PatternSearchHead(HeadOptimizer):
         # [A, N, S] layout, where a reduction over N is much faster with amax than argmax.
         first_wins = torch.arange(n_way, 0, -1, device=labels.device).view(1, -1, 1)
         first_max = n_way - ((s.logits == s.shift.unsqueeze(1)) * first_wins).amax(dim=1)
-        fitted = reached_stop((first_max == labels).all(dim=1), s.loss, c, c.loss_threshold)
+        accurate = (first_max == labels).all(dim=1)
+        if tracker is not None:
+            tracker.fitted_at(s.ids, torch.where(accurate, s.evaluations.double(), math.inf))
+        fitted = reached_stop(accurate, s.loss, c, c.loss_threshold)
         fitted &= s.accepted % c.check_every == 0  # checked every `check_every` accepted moves
         reason = torch.where(s.evaluations >= c.max_evaluations, BUDGET, -1)
         reason = torch.where(s.radius < c.min_radius, MIN_RADIUS, reason)
@@ -171,6 +181,8 @@ class PatternSearchHead(HeadOptimizer):
     def _fit_once(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
                   generator: torch.Generator) -> HeadFit:
         c = self.config
+        if c.model != "linear":
+            return search_network(self, model_of(c), support, labels, n_way, generator)
         episodes, shots, dim = support.shape
         device = support.device
         start = draw_start(c.init, c.init_scale, (episodes, dim + 1, n_way), generator, device, torch.float64)
@@ -194,9 +206,11 @@ class PatternSearchHead(HeadOptimizer):
             polled=count.clone(), evaluations=count.clone(), accepted=count.clone(), reason=count - 1,
             norm_sq=norm_sq, span=span)
         results = search.rows(search.ids)
+        tracker = RuntimeTracker(episodes, c.targets, device)  # the start reached what it reached at 0
+        tracker.observe(search.ids, loss.unsqueeze(1), torch.ones_like(loss, dtype=torch.bool).unsqueeze(1), count - 1)
         chunk = min(c.chunk_size, _MIN_ROUND_CHUNK) if c.variant == "opportunistic" else c.chunk_size
         while True:
-            search.reason = self.stop_reasons(search, labels[search.ids])
+            search.reason = self.stop_reasons(search, labels[search.ids], tracker)
             running = search.reason < 0
             if running.sum() <= 0.75 * len(running):  # write stopped rows back and drop them
                 stopped = ~running
@@ -205,24 +219,25 @@ class PatternSearchHead(HeadOptimizer):
                 if not bool(running.any()):
                     break
                 search, running = search.rows(running.nonzero().squeeze(1)), None
-            moved = self._round(problem, norms, search, running, chunk)
+            moved = self._round(problem, norms, search, running, chunk, tracker)
             if c.variant == "opportunistic":  # adapt the round size; results never depend on it
                 smallest = min(c.chunk_size, _MIN_ROUND_CHUNK)
                 chunk = max(chunk // 2, smallest) if moved > 0.5 else min(chunk * 2, c.chunk_size)
         params = results.params.view(episodes, dim + 1, n_way)
-        stats = {"evaluations": results.evaluations, "accepted": results.accepted,
+        stats = {**tracker.stats(results.evaluations, (dim + 1) * n_way), "accepted": results.accepted,
                  "radius": results.radius, "stop_reason": results.reason, "support_loss": results.loss}
         params = params.to(support.dtype)
         return HeadFit(params[:, :dim].contiguous(), params[:, dim].contiguous(),
                        stats={name: value.float() for name, value in stats.items()})
 
     def _round(self, problem: SearchProblem, norms: NormTerms, s: _Search, running: torch.Tensor | None,
-               chunk: int) -> float:
+               chunk: int, tracker: RuntimeTracker) -> float:
         """Evaluate the next `chunk` positions of every running row's poll; apply the picks.
 
         Args:
             problem: the fixed inputs; norms: the fixed norm terms; s: the rows, updated in
-                place; running: [A] rows still searching (None: all); chunk: poll positions per row.
+                place; running: [A] rows still searching (None: all); chunk: poll positions per row;
+                tracker: records the runtimes to the loss targets of the candidates counted.
 
         Returns the fraction of rows that accepted a move.
         """
@@ -268,6 +283,8 @@ class PatternSearchHead(HeadOptimizer):
             evaluated = torch.where(moved, seen.gather(1, pick.unsqueeze(1)).squeeze(1), evaluated)
         else:
             pick = trial_loss.masked_fill(~better, math.inf).argmin(dim=1)
+        # Counted: the valid positions up to the one taken (opportunistic), else all valid ones.
+        tracker.observe(s.ids, trial_loss, valid & (seen <= evaluated.unsqueeze(1)), s.evaluations)
         s.evaluations += evaluated
         # Accepted: apply the move, keep its column, recompute the terms, start a new poll.
         won = moved.nonzero().squeeze(1)

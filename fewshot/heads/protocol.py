@@ -20,14 +20,15 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
 
 from fewshot.heads.base import HeadFit
-from fewshot.heads.common import linear_accuracy, linear_logits
-from fewshot.heads.losses import LossKind, decision_loss
+from fewshot.heads.common import linear_accuracy, linear_logits, linear_loss
+from fewshot.heads.losses import LossKind, decision_loss, normalized_loss
+from fewshot.heads.runtimes import default_targets, merge_attempt, targets_rule
 from fewshot.heads.starts import StartKind
 
 
@@ -43,6 +44,7 @@ class FitProtocol:
         check_every: check the stop every this many accepted moves (SGD: steps).
         on_failure: `score`, `restart` or `drop` unfitted episodes (see the module doc).
         max_restarts: restarts per episode with `on_failure: restart`.
+        targets: decision-loss targets of the reported runtimes (`fewshot.heads.runtimes`).
     """
 
     init: StartKind = "zero"
@@ -52,6 +54,7 @@ class FitProtocol:
     check_every: int = 1
     on_failure: Literal["score", "restart", "drop"] = "score"
     max_restarts: int = 10
+    targets: list[float] = field(default_factory=default_targets)
 
 
 def protocol_rules(c: FitProtocol) -> list[tuple[bool, str, str]]:
@@ -59,7 +62,7 @@ def protocol_rules(c: FitProtocol) -> list[tuple[bool, str, str]]:
     band_ok = c.band is None or (len(c.band) == 2 and 0 <= c.band[0] < c.band[1])
     return [(c.init_scale > 0, "init_scale", "> 0"), (c.check_every >= 1, "check_every", ">= 1"),
             (c.max_restarts >= 0, "max_restarts", ">= 0"),
-            (band_ok, "band", "null or [low, high] with 0 <= low < high")]
+            (band_ok, "band", "null or [low, high] with 0 <= low < high"), targets_rule(c.targets)]
 
 
 def reached_stop(accurate: torch.Tensor, loss: torch.Tensor, c: FitProtocol,
@@ -113,18 +116,37 @@ def fit_with_protocol(fit_once: Callable[[torch.Tensor, torch.Tensor, torch.Gene
         if todo.numel() == 0:
             break
         again = fit_once(support[todo], labels[todo], generator)
-        fit.weight[todo], fit.bias[todo] = again.weight, again.bias
-        for name, value in again.stats.items():
+        if fit.params is not None:  # a network head: weight and bias are views of its params
+            fit.params[todo] = again.params
+        else:
+            fit.weight[todo], fit.bias[todo] = again.weight, again.bias
+        previous = {name: value[todo] for name, value in fit.stats.items()}
+        for name, value in merge_attempt(previous, again.stats).items():
             fit.stats[name][todo] = value.to(fit.stats[name].dtype)
         fitted[todo] = _fitted(again, support[todo], labels[todo], c, threshold)
         restarts[todo] += 1
-    loss = decision_loss(c.loss, support, labels, fit.weight, fit.bias).float()
+    loss = _decision_loss(fit, support, labels, c).float()
     fit.stats.update({"fitted": fitted.float(), "restarts": restarts, "decision_loss": loss})
     return fit
 
 
 def _fitted(fit: HeadFit, support: torch.Tensor, labels: torch.Tensor, c: FitProtocol,
             threshold: float | None) -> torch.Tensor:
-    accurate = linear_accuracy(linear_logits(support.float(), fit.weight.float(), fit.bias.float()), labels) == 1.0
-    loss = decision_loss(c.loss, support, labels, fit.weight, fit.bias)
+    if fit.model is None:
+        logits = linear_logits(support.float(), fit.weight.float(), fit.bias.float())
+    else:
+        logits = fit.model.predict(fit, support.float())
+    accurate = linear_accuracy(logits, labels) == 1.0
+    loss = _decision_loss(fit, support, labels, c)
     return fitted_mask(accurate, loss.to(fit.weight.dtype), c, threshold)
+
+
+def _decision_loss(fit: HeadFit, support: torch.Tensor, labels: torch.Tensor, c: FitProtocol) -> torch.Tensor:
+    """The decision loss [E] (float64) of a linear or network fit (a network: raw or full_norm)."""
+    if fit.model is None:
+        return decision_loss(c.loss, support, labels, fit.weight, fit.bias)
+    logits = fit.model.predict(fit, support.double()).double()
+    if c.loss == "raw":
+        return linear_loss(logits, labels)
+    norm_sq = fit.model.full_norm_sq(fit.params.unsqueeze(1), support.shape[2]).squeeze(1)
+    return normalized_loss(logits, labels, norm_sq.sqrt())

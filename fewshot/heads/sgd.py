@@ -13,6 +13,12 @@ Stops (see `fewshot.heads.protocol`): with a `band`, an episode stops at the fir
 (every `check_every` steps) with 100% support accuracy and decision loss <= the band's upper
 edge, as the seed's SGD does; without one it runs all `steps`.
 
+Cost: besides `steps`, every fit reports `forward_backward_evaluations` per episode: its steps
+counted as forward + backward passes over the whole support set (a mini-batch step of B of
+S points counts B / S; restarts add up). It is labelled so because the searching heads'
+`evaluations` (`fewshot.heads.runtimes`) are forward passes only; a backward pass costs about
+two forwards more.
+
 Subclasses reuse the loop through three hooks: a per-step learning rate (`learning_rate`), the
 steps whose iterates are averaged into the returned head (`averaged_steps`, the `swa` head),
 and per-row loss weights (`row_weights` of `_fit_once`, the `poisoned` head).
@@ -31,7 +37,9 @@ import torch
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
 from fewshot.heads.common import (linear_accuracy, linear_logits, linear_loss, log_sum_exp, one_hot, softmax,
                                   validate_inputs)
+from fewshot.heads.head_model import ModelSettings, model_of, model_rules
 from fewshot.heads.losses import normalized_loss, span_gram_pinv, span_norm_sq
+from fewshot.heads.mlp_sgd import fit_network
 from fewshot.heads.protocol import FitProtocol, fit_with_protocol, protocol_rules, reached_stop
 from fewshot.heads.starts import draw_start
 
@@ -45,8 +53,9 @@ class SGDHead(HeadOptimizer):
     """
 
     @dataclass
-    class Config(FitProtocol):
-        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure):
+    class Config(FitProtocol, ModelSettings):
+        """Args (and those of `FitProtocol`: init, loss, band, check_every, on_failure; and of
+        `ModelSettings`: model, width, depth; `model: mlp` runs `fewshot.heads.mlp_sgd`):
             steps: optimizer steps per episode.
             lr: learning rate (tuned for L2-normalized features).
             momentum: heavy-ball momentum of `sgd` (ignored by `adam`).
@@ -71,7 +80,8 @@ class SGDHead(HeadOptimizer):
         c = self.config
         return [(c.steps >= 0, "steps", ">= 0"), (c.lr > 0, "lr", "> 0"),
                 (0 <= c.momentum < 1, "momentum", "in [0, 1)"),
-                (c.weight_decay >= 0, "weight_decay", ">= 0"), (c.batch_size >= 0, "batch_size", ">= 0")] + protocol_rules(c)
+                (c.weight_decay >= 0, "weight_decay", ">= 0"), (c.batch_size >= 0, "batch_size", ">= 0")] + protocol_rules(c) \
+            + model_rules(c)
 
     def learning_rate(self, step: int) -> float:
         """Learning rate of step `step` (0-based): constant here; subclasses schedule it."""
@@ -90,13 +100,23 @@ class SGDHead(HeadOptimizer):
     def fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int, *,
             generator: torch.Generator) -> HeadFit:
         validate_inputs(support, labels, n_way)
-        return fit_with_protocol(lambda x, y, g: self._fit_once(x, y, n_way, g), support.float(), labels,
-                                 generator, self.config)
+        return fit_with_protocol(lambda x, y, g: self._with_cost(self._fit_once(x, y, n_way, g), x.shape[1]),
+                                 support.float(), labels, generator, self.config)
+
+    def _with_cost(self, fit: HeadFit, shots: int) -> HeadFit:
+        """`fit` with `forward_backward_evaluations` [E] (see the module doc) from its `steps`."""
+        size = self.config.batch_size
+        fraction = size / shots if 0 < size < shots else 1.0
+        fit.stats["forward_backward_evaluations"] = fit.stats["steps"].float() * fraction
+        return fit
 
     def _fit_once(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
                   generator: torch.Generator, row_weights: torch.Tensor | None = None) -> HeadFit:
         """One fit from a fresh start; `row_weights` [S] (summing to 1) weights the rows' losses."""
         c = self.config
+        if c.model != "linear":
+            return fit_network(self, model_of(c), support, labels, n_way, generator,
+                               _IterateAverage(self.averaged_steps()), row_weights)
         episodes, _, dim = support.shape
         start = draw_start(c.init, c.init_scale, (episodes, dim + 1, n_way), generator, support.device)
         weight0, bias0 = start[:, :dim], start[:, dim] if c.bias else start.new_zeros(episodes, n_way)

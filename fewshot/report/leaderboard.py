@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from episodes.errors import fail
-from fewshot.results.bands import band_tables_markdown
+from fewshot.results.bands import band_tables_markdown, markdown_cell
 from fewshot.results.document import csv_text, percent
 from fewshot.results.stats import CI_FORMULA, CI_METHOD, RANK_TEST, significance_ranks
 from fewshot.report.volume_tables import volume_markdown
@@ -164,8 +164,7 @@ def _episode_key(doc: dict, head: dict) -> str:
     return f"{key}/fitted/{head['name']}" if head["accuracy"].get("over") == "fitted" else key
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+_cell = markdown_cell  # every cell made of text from a results file goes through it
 
 
 def format_accuracy(accuracy: float | None, ci95: float | None) -> str:
@@ -187,7 +186,7 @@ def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> st
              f"Rank: 1 + the number of heads significantly better ({RANK_TEST})."]
     for (dataset, n_way, k_shot), members in groupby(rows, key=lambda row: row.group):
         members = list(members)
-        lines = [f"### {dataset}: {n_way}-way {k_shot}-shot", "",
+        lines = [f"### {_cell(dataset)}: {n_way}-way {k_shot}-shot", "",
                  "| Rank | Head | Run | Accuracy (%) | Episodes | Fit (s) |",
                  "|---:|---|---|---:|---:|---:|"]
         lines += [f"| {'—' if row.rank is None else row.rank} | {_cell(row.head)}"

@@ -14,10 +14,11 @@ from typing import Callable, Sequence
 from fewshot.results.bands import BAND_NOTE, band_cell, band_name
 from fewshot.report.leaderboard import MISMATCH_MARK, LeaderboardRow
 from fewshot.report.plot import render_accuracy
+from fewshot.report.plot_runtime import has_runtimes, render_runtime
 from fewshot.report.figures import DPI, Difference, forest_plot
 from fewshot.report.html import ReportTable, escape, image_html, table_html
 from fewshot.results.stats import CI_FORMULA, CI_METHOD, RANK_ALPHA, RANK_TEST, paired_tests
-from fewshot.report.volume_tables import render_volume, volume_rows, volume_title
+from fewshot.report.volume_tables import head_columns, render_volume, volume_rows, volume_title
 
 ORACLE_NOTE = "oracle: sees information a real head does not (e.g. query labels); shown for reference, not ranked"
 
@@ -61,6 +62,17 @@ def _p(value: float | None) -> str:
     return "n/a" if value is None else (f"{value:.3g}" if value >= 1e-4 else "<1e-4")
 
 
+def hardware_line(hardware: dict) -> str:
+    """The machine in one line: the CPU model and instruction-set level torch used (numbers are
+    bit-identical only on one machine type), and the GPU if any."""
+    cpu = f"{hardware.get('cpu_model') or hardware.get('machine', '?')}"
+    levels = [f"{label}{hardware[key]}" for key, label in (("cpu_isa", ""), ("torch_cpu_capability", "torch "),
+                                                           ("onednn_max_cpu_isa", "oneDNN pinned to "))
+              if hardware.get(key)]
+    line = cpu + (f" ({'; '.join(levels)})" if levels else "")
+    return line + (f", {hardware['cuda_device']}" if hardware.get("cuda_device") else "")
+
+
 def overview(data: ReportData) -> tuple[str, str]:
     """Runs, data, backbone and the statistics conventions."""
     items = [("results files", len(data.docs)),
@@ -71,8 +83,7 @@ def overview(data: ReportData) -> tuple[str, str]:
                                              for doc in data.docs}))),
              ("suite", ", ".join(sorted({f"fewshot {doc['suite'].get('version', '?')} "
                                          f"{str(doc['suite'].get('git_commit') or '')[:10]}" for doc in data.docs}))),
-             ("hardware", ", ".join(sorted({str(doc["hardware"].get("cuda_device") or doc["hardware"].get("machine", "?"))
-                                            for doc in data.docs}))),
+             ("hardware", ", ".join(sorted({hardware_line(doc["hardware"]) for doc in data.docs}))),
              ("accuracy", f"mean over episodes ± 95% confidence interval ({CI_METHOD}: {CI_FORMULA})"),
              ("rank", f"1 + the number of heads significantly better: {RANK_TEST}")]
     body = "".join(f"<dt>{escape(key)}</dt><dd>{escape(value)}</dd>" for key, value in items)
@@ -111,6 +122,17 @@ def accuracy_plot(data: ReportData) -> tuple[str, str]:
     png = render_accuracy(data.docs, "png", sources=data.sources, dpi=DPI)
     return "Accuracy", image_html(png, "query accuracy of every head with 95% confidence intervals",
                                   "Mean query accuracy over episodes ± 95% confidence interval (Student t).")
+
+
+def runtime_profiles(data: ReportData) -> tuple[str, str] | None:
+    """The runtime ECDF and data profiles of the searching heads (the run's runtime.png)."""
+    if not has_runtimes(data.docs):
+        return None
+    return "Runtime profiles", image_html(
+        render_runtime(data.docs, dpi=DPI), "runtime ECDF and data profile of every searching head",
+        "Left: fraction of (episode, loss target) pairs reached within t loss evaluations (COCO runtime ECDF; "
+        "pairs never reached stay in the denominator). Right: the same over simplex gradients, t / (P + 1) "
+        "(Moré-Wild data profile, with the fixed loss targets as the convergence test).")
 
 
 def _comparisons(doc: dict) -> tuple[list[Difference], list[tuple], list[str]]:
@@ -205,14 +227,15 @@ def volumes(data: ReportData) -> tuple[str, str] | None:
         parts.append(table_html(ReportTable(title=volume_title(doc), columns=("Quantity", "Mean ± CI95 (MC error)"),
                                             rows=estimates, numeric=("Mean ± CI95 (MC error)",))))
         parts.append(table_html(ReportTable(
-            title="", columns=("Head", "Query accuracy (%)", "Percentile in the fitting region"), rows=heads,
-            numeric=("Query accuracy (%)", "Percentile in the fitting region"),
+            title="", columns=head_columns(doc["volume"]), rows=heads, numeric=head_columns(doc["volume"])[1:],
             note="Percentile of the head's query accuracy within the accuracies of all heads that fit the support "
-                 "set, weighted by prior volume (what guess & check draws).")))
+                 "set, weighted by prior volume (what guess & check draws); 'at its loss': among those whose "
+                 "normalized support loss is at most the head's own, per episode (guess & check at matched loss).")))
     parts.append(image_html(render_volume(docs, "png", dpi=DPI), "volume-weighted accuracy of the fitting heads",
                             "Left: accuracy distribution of the heads that fit the support set, by prior volume, "
                             "with each head's mean. Right: log10 volume with correct vs poisoned queries."))
     return "Volume lab", "".join(parts)
 
 
-SECTIONS: list[Section] = [overview, leaderboard, accuracy_plot, comparisons, diagnostics, bands, volumes, extra_tables]
+SECTIONS: list[Section] = [overview, leaderboard, accuracy_plot, comparisons, diagnostics, runtime_profiles, bands,
+                           volumes, extra_tables]

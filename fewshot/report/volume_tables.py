@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Sequence
 
 from episodes.io import atomic_write_bytes
+from fewshot.results.bands import markdown_cell
 
-__all__ = ["volume_markdown", "plot_volume", "render_volume", "volume_rows"]
+__all__ = ["volume_markdown", "plot_volume", "render_volume", "volume_rows", "head_columns"]
+HEAD_COLUMNS = ("Head", "Query accuracy (%)", "Percentile in the fitting region")
+# Guess & check at each head's own normalized loss (`volume.matched_loss`), beside the unmatched numbers.
+MATCHED_COLUMNS = ("Its loss", "G&C accuracy at its loss (%)", "Percentile at its loss", "log10 P(fit, loss <= its)")
 
 
 def _setting(doc: dict) -> str:
@@ -51,9 +55,27 @@ def volume_rows(volume: dict) -> tuple[list[tuple[str, str]], list[tuple[str, st
     if volume.get("stalled_episodes"):
         estimates.append(("episodes with a run stopped at max_levels (its volume is an upper bound)",
                           str(volume["stalled_episodes"])))
+    matched = any("matched" in head for head in volume["heads"].values())
     heads = [(name, f"{100 * head['accuracy_mean']:.2f}", pm(head["percentile"], 1, 1))
-             for name, head in volume["heads"].items()]
+             + (_matched_cells(head.get("matched")) if matched else ()) for name, head in volume["heads"].items()]
     return estimates, heads
+
+
+def head_columns(volume: dict) -> tuple[str, ...]:
+    """The columns of `volume_rows`' head table: with the matched comparison's when the section has it."""
+    return HEAD_COLUMNS + (MATCHED_COLUMNS if any("matched" in head for head in volume["heads"].values()) else ())
+
+
+def _matched_cells(matched: dict | None) -> tuple[str, ...]:
+    """A head's matched cells; `n/a` for a head without it (a network head)."""
+    if not matched or not matched.get("episodes"):
+        return ("n/a",) * len(MATCHED_COLUMNS)
+    log10 = pm(matched["log10_volume"])
+    if matched["log10_volume"].get("n_infinite"):
+        log10 += f" ({matched['log10_volume']['n_infinite']} empty)"
+    loss = {key: value for key, value in matched["loss"].items() if key != "mc_se"}     # the head's own: exact
+    return (f"{matched['loss_kind']} {pm(loss, 1, 3)}",
+            pm(matched["expected_accuracy"], 100), pm(matched["percentile"], 1, 1), log10)
 
 
 def volume_markdown(docs: Sequence[dict]) -> str:
@@ -61,16 +83,19 @@ def volume_markdown(docs: Sequence[dict]) -> str:
     parts = []
     for doc in (d for d in docs if "volume" in d):
         estimates, heads = volume_rows(doc["volume"])
-        lines = [f"### {volume_title(doc)}", "",
+        lines = [f"### {markdown_cell(volume_title(doc))}", "",
                  "| Quantity | Mean ± CI95 over episodes (MC error of the mean) |", "|---|---:|"]
         lines += [f"| {name} | {value} |" for name, value in estimates]
-        lines += ["", "| Head | Query accuracy (%) | Percentile within the fitting region by volume |", "|---|---:|---:|"]
-        lines += [f"| {name} | {accuracy} | {percentile} |" for name, accuracy, percentile in heads]
+        columns = head_columns(doc["volume"])
+        lines += ["", "| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
+        lines += ["| " + " | ".join([markdown_cell(row[0]), *row[1:]]) + " |" for row in heads]
         parts.append("\n".join(lines))
     if not parts:
         return ""
     return ("Volume analysis (fewshot.volume): fitting-region volumes under the prior, the volume-weighted "
-            "(guess & check) query accuracy, and where each head's accuracy falls in that distribution.\n\n"
+            "(guess & check) query accuracy, and where each head's accuracy falls in that distribution; with "
+            "`matched_loss`, the same among the fitting heads whose normalized loss is at most the head's own "
+            "(guess & check at matched loss).\n\n"
             + "\n\n".join(parts) + "\n")
 
 

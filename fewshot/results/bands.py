@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import html
 from typing import Any, Sequence
 
 from episodes.errors import fail
@@ -100,10 +101,16 @@ BAND_NOTE = ("Mean query accuracy over the episodes whose head is fitted in the 
              "accuracy, decision loss in (low, high]) ± 95% CI; (fitted / episodes).")
 
 
+def markdown_cell(text: object) -> str:
+    """Text from a results file (a label, a head name) made safe for one Markdown table cell: HTML
+    escaped (Markdown renders raw HTML), line breaks folded (they end the row), pipes escaped."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
 def band_table_markdown(table: dict, title: str) -> str:
     """One Markdown band table: rows = bands, columns = heads, `acc ± ci95 (fitted/n)` in percent."""
-    lines = [f"### {title}: accuracy (%) per loss band", "",
-             "| Band | " + " | ".join(table["columns"]) + " |",
+    lines = [f"### {markdown_cell(title)}: accuracy (%) per loss band", "",
+             "| Band | " + " | ".join(map(markdown_cell, table["columns"])) + " |",
              "|---|" + "---:|" * len(table["columns"])]
     for row in table["rows"]:
         cells = [band_cell(row["cells"].get(column)) for column in table["columns"]]

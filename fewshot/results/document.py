@@ -30,7 +30,8 @@ from episodes.io import atomic_write_text
 from fewshot import __version__
 from fewshot.results.bands import band_table
 from fewshot.results.stats import CI_FORMULA, CI_METHOD, summarize
-from fewshot.results.verify import comparison_statistics, head_statistics, verify_results
+from fewshot.results.verify import (MAX_DEPTH, comparison_statistics, content_digest, head_statistics,
+                                    too_deep, verify_results)
 
 SCHEMA = "fewshot.results/1"
 STORED_DECIMALS = 6
@@ -96,10 +97,38 @@ def git_commit() -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
+# Instruction-set levels, highest first: the CPU kernels (oneDNN, ATen) take other float paths on each,
+# so a checkpoint pretrained on one level can differ from one pretrained on another.
+ISA_LEVELS = (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx"), ("sse4.2", "sse4_2"))
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def describe_cpu(cpuinfo: str | None = None) -> dict:
+    """The CPU model, its instruction-set level (from /proc/cpuinfo flags) and what torch uses.
+
+    Args:
+        cpuinfo: the text of /proc/cpuinfo (default: read it; empty where there is none).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"cpu_model": fields.get("model name") or platform.processor() or None,
+            "cpu_isa": next((name for name, flag in ISA_LEVELS if flag in flags), "unknown" if not flags else "baseline"),
+            "cpu_flags": [flag for flag in ISA_FLAGS if flag in flags],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY")}
+
+
 def describe_hardware() -> dict:
-    """Where the numbers were measured: platform, CPUs, torch, and the CUDA device if any."""
+    """Where the numbers were measured: platform, CPU model and instruction set, torch, the CUDA device if any."""
     cuda = torch.cuda.is_available()
-    return {"platform": platform.platform(), "machine": platform.machine(),
+    return {"platform": platform.platform(), "machine": platform.machine(), **describe_cpu(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda_device": torch.cuda.get_device_name(0) if cuda else None}
@@ -124,7 +153,8 @@ def build_results(*, config: dict, dataset: dict, backbone: dict, episodes: dict
         raise ValueError(f"heads were evaluated on different numbers of episodes: {[len(v) for v in stored]}")
     head_docs = [{"name": head.name, "config": head.config, "per_episode": values,
                   "fit_seconds": float(head.fit_seconds),
-                  "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()},
+                  "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()
+                                  if value.dim() == 1},  # [E, T] runtimes are stored per episode instead
                   **({"oracle": True} if head.oracle else {})}
                  for head, values in zip(heads, stored)]
     for head, doc in zip(heads, head_docs):
@@ -155,6 +185,13 @@ def stored_fit_fields(head: HeadResult) -> dict:
         fields["per_episode_fitted"] = [int(flag > 0.5) for flag in flags.tolist()]
         if "fit_restarts" in diagnostics:
             fields["per_episode_restarts"] = [int(r) for r in diagnostics["fit_restarts"].tolist()]
+    if "fit_runtimes" in diagnostics and "targets" in head.config:  # evaluations to the loss targets
+        fields["runtime_targets"] = [float(target) for target in head.config["targets"]]
+        fields["runtime_dimension"] = int(diagnostics["fit_search_dimension"].max()) \
+            if "fit_search_dimension" in diagnostics else 0
+        fields["per_episode_evaluations"] = [int(v) for v in diagnostics["fit_evaluations"].tolist()]
+        fields["per_episode_runtimes"] = [[int(v) if math.isfinite(v) else None for v in row]
+                                          for row in diagnostics["fit_runtimes"].tolist()]
     if "fit_fits" in diagnostics and "fit_tested" in diagnostics:  # guess & check draws, pooled
         for key in ("fits", "tested"):
             fields[f"per_episode_{key}"] = [int(v) for v in diagnostics[f"fit_{key}"].tolist()]
@@ -162,7 +199,9 @@ def stored_fit_fields(head: HeadResult) -> dict:
 
 
 def write_results(path: str | os.PathLike, doc: dict) -> Path:
-    """Atomically write a results document as JSON (NaN or infinity is an error, not `NaN`)."""
+    """Atomically write a results document as JSON (NaN or infinity is an error, not `NaN`), with
+    the digest of its contents (`fewshot.results.verify.content_digest`) that the reader checks."""
+    doc["digest"] = content_digest(doc)
     return atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
@@ -197,6 +236,12 @@ def read_results(path: str | os.PathLike) -> dict:
     except json.JSONDecodeError as error:
         raise fail(f"{str(path)!r} is not valid JSON ({error.msg} at line {error.lineno}); it is corrupted "
                    "or was cut short.", regenerate) from None
+    except (ValueError, RecursionError) as error:  # a 5,000-digit integer; lists nested thousands deep
+        raise fail(f"{str(path)!r} is not a results file: it holds a value JSON readers refuse "
+                   f"({str(error).splitlines()[0][:80] or type(error).__name__}).", regenerate) from None
+    if too_deep(doc):
+        raise fail(f"{str(path)!r} is not a results file: its values are nested deeper than {MAX_DEPTH} levels.",
+                   regenerate)
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if schema is None:
         raise fail(f"{str(path)!r} is not a fewshot results file (it has no \"schema\" key).",

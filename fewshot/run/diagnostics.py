@@ -8,6 +8,9 @@ ones column), so that it depends on the head's direction only and not on its sca
 outside the support span, or a shift common to all classes.
 
 - support_loss, support_accuracy: cross-entropy and accuracy of the head on its support set.
+- span_norm_loss, full_norm_loss: the normalized support losses of `fewshot.heads.losses`
+  (`decision_loss`, the loss the heads' bands and stops use; not the class-centred span norm of
+  the other diagnostics): the losses at which the volume analysis matches guess & check to a head.
 - weight_norm: ||W||_F as fitted (bias excluded): the scale the optimizer reached.
 - sparsity: the fraction of NON-ZERO entries of W (pattern search leaves most entries zero).
 - normalized_margin: min over support points of (true logit - largest other logit) / ||theta_span||;
@@ -33,6 +36,14 @@ outside the support span, or a shift common to all classes.
   (near the class-mean direction on normalized features), so this reads as distance from it,
   not as seed 002's asymmetric valley around a minimum.
 
+Network heads (`model: mlp`, a fit with `HeadFit.model`): the span projection, the max-margin
+reference and the span perturbations describe a head that is linear in the features, so for a
+network only support_loss, support_accuracy, weight_norm and sparsity (over all its parameters)
+and function_margin (min over support points of true logit - largest other logit, in function
+space, unnormalized) are measured; the linear-only ones are absent, with their reason in
+`LINEAR_ONLY` (`absent_diagnostics`), never reported as 0. Asking `diagnose` for one of them
+(`names`) on a network fit is an error naming the fix.
+
 The max-margin reference of a support set is solved once and reused by every head evaluated on
 it (a small cache keyed by the support Gram matrix's content and the labels).
 
@@ -52,17 +63,30 @@ from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer
 from fewshot.heads.common import linear_accuracy, linear_loss
 from fewshot.heads.crammer_singer import solve_dual
+from fewshot.heads.losses import decision_loss
 from fewshot.heads.max_margin import MaxMarginHead
 from fewshot.heads.span import SupportSpan
 
 VOLUME_RADII = (0.25, 0.5, 1.0)
+NORMALIZED_LOSSES = ("span_norm", "full_norm")   # stored as f"{kind}_loss"
+_SPAN = "measured on the span-projected head, which exists for heads linear in the features only"
+LINEAR_ONLY = {"normalized_margin": _SPAN, "max_margin_cosine": _SPAN + " (the max-margin reference is linear)",
+               **{f"{kind}_loss": "normalized by the norm of a linear head's weights" for kind in NORMALIZED_LOSSES},
+               **{f"local_volume_r{r:g}": _SPAN + " (perturbations in the support span)" for r in VOLUME_RADII},
+               "sharpness": _SPAN, "asymmetry": _SPAN}
 _REFERENCE_CACHE: OrderedDict[str, torch.Tensor] = OrderedDict()
 _REFERENCE_CACHE_SIZE = 64   # chunks of episodes: heads loop over all chunks of a setting in turn
 
 
+def absent_diagnostics(fit: HeadFit) -> dict[str, str]:
+    """The diagnostics `diagnose` leaves out for `fit`, each with its reason (none for a linear fit)."""
+    return {} if fit.is_linear else dict(LINEAR_ONLY)
+
+
 def diagnose(head: HeadOptimizer, fit: HeadFit, support: torch.Tensor, labels: torch.Tensor, *,
              generator: torch.Generator, rho: float = 0.05, directions: int = 8,
-             radii: tuple[float, ...] = VOLUME_RADII, perturbations: int = 64) -> dict[str, torch.Tensor]:
+             radii: tuple[float, ...] = VOLUME_RADII, perturbations: int = 64,
+             names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Diagnostics of fitted heads on their support sets, each a float tensor [E].
 
     `head.predict` must be affine in (weight, bias) with one column per class (true for every
@@ -79,11 +103,39 @@ def diagnose(head: HeadOptimizer, fit: HeadFit, support: torch.Tensor, labels: t
         directions: random directions per episode for sharpness (each used with both signs).
         radii: relative perturbation sizes of the local volumes.
         perturbations: random perturbations per episode and radius for the local volumes.
+        names: the diagnostics wanted (None: all that apply); one the fit's model cannot have is an error.
     """
     if directions < 1 or perturbations < 1 or rho < 0 or any(r <= 0 for r in radii):
         raise fail(f"Diagnostics need directions >= 1, perturbations >= 1, rho >= 0 and radii > 0, got "
                    f"directions={directions}, perturbations={perturbations}, rho={rho}, radii={radii}.",
                    "Pass positive counts, a non-negative rho and positive radii.")
+    missing = [name for name in (names or []) if name in absent_diagnostics(fit)]
+    if missing:
+        raise fail(f"The diagnostics {', '.join(missing)} are not defined for a network head: they are "
+                   f"{_SPAN}.", "Ask for support_loss, support_accuracy, weight_norm, sparsity or function_margin, "
+                   "or use a linear head (model: linear).")
+    if not fit.is_linear:
+        stats = _network_diagnostics(head, fit, support, labels)
+    else:
+        stats = _linear_diagnostics(head, fit, support, labels, generator, rho, directions, radii, perturbations)
+    return {name: value for name, value in stats.items() if names is None or name in names}
+
+
+def _network_diagnostics(head: HeadOptimizer, fit: HeadFit, support: torch.Tensor,
+                         labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The diagnostics defined for a network fit (its flat `params`), each [E]."""
+    logits = head.predict(fit, support)
+    params = fit.params
+    return {name: value.float() for name, value in {
+        "support_loss": linear_loss(logits, labels), "support_accuracy": linear_accuracy(logits, labels),
+        "weight_norm": params.flatten(1).norm(dim=1), "sparsity": (params != 0).flatten(1).float().mean(dim=1),
+        "function_margin": _margins(logits.double(), labels).amin(dim=1)}.items()}
+
+
+def _linear_diagnostics(head: HeadOptimizer, fit: HeadFit, support: torch.Tensor, labels: torch.Tensor,
+                        generator: torch.Generator, rho: float, directions: int, radii: tuple[float, ...],
+                        perturbations: int) -> dict[str, torch.Tensor]:
+    """Every diagnostic of a linear fit (see the module doc), each [E]."""
     weight, n_way = fit.weight, fit.weight.shape[2]
     logits = head.predict(fit, support)
     episodes, dim = support.shape[0], weight.shape[1]
@@ -106,6 +158,8 @@ def diagnose(head: HeadOptimizer, fit: HeadFit, support: torch.Tensor, labels: t
         "normalized_margin": torch.where(norm > 0, _margins(logits.double(), labels).amin(dim=1) / norm.clamp(
             min=1e-300), 0.0),
         "max_margin_cosine": torch.where(norm > 0, cosine, 0.0),
+        # The features as the head sees them: logits = seen @ weight + bias (predict is affine).
+        **{f"{kind}_loss": decision_loss(kind, seen, labels, weight, fit.bias) for kind in NORMALIZED_LOSSES},
     }
     # The same directions at every radius (common random numbers: volumes fall with r per episode).
     fits = _margins(logits.double(), labels).amin(dim=1) > 0

@@ -21,9 +21,10 @@ from fewshot.run.evaluate import evaluate_heads
 from fewshot.run.features import FeatureCache, cache_key
 from fewshot.report.leaderboard import ORACLE_MARK, merge, to_markdown
 from fewshot.report.plot import plot_accuracy
+from fewshot.report.plot_runtime import has_runtimes, plot_runtime
 from fewshot.report import write_report
 from fewshot.results.document import build_results, results_filename, write_csv, write_results
-from fewshot.run.runlock import claimed_results
+from fewshot.run.runlock import claimed_results, foreign_results
 from fewshot.run.volume_analysis import analyze_volume
 from fewshot.report.volume_tables import plot_volume
 
@@ -90,6 +91,54 @@ def episode_samplers(config: Config, dataset: FewShotDataset) -> dict[int, Episo
             for k_shot in settings.k_shot}
 
 
+@dataclass
+class Plan:
+    """One results file a run writes: its shot setting, episodes, the sections that say what ran,
+    and the document kept from an earlier run (on `--resume`), if any."""
+
+    k_shot: int
+    episodes: Any
+    path: Path
+    sections: dict[str, dict]
+    kept: dict | None
+
+
+def plan_results(config: Config, dataset: FewShotDataset, run: RunContext, sha: str | None) -> list[Plan]:
+    """Claim every results file the run would write, before any work.
+
+    A results file already in the folder is kept (`--resume`) only when every section that says
+    what ran (config, dataset with its fingerprint, episodes, checkpoint) equals this run's; a
+    file of another run, or one this run would not write (other shot settings), stops the run
+    unless `--force`. Called before pretraining with `sha=None` (the checkpoint is not known yet:
+    the rest is checked, so a refused `--resume` changes nothing), and again with the checkpoint.
+
+    Args:
+        config, dataset: the run's config and loaded dataset.
+        run: output folder, resume and force.
+        sha: sha256 of the checkpoint, or None before pretraining.
+    """
+    settings = config.episodes
+    split = dataset.split(settings.split)
+    plans = []
+    for k_shot, sampler in episode_samplers(config, dataset).items():
+        episodes = sampler.sample(settings.count)
+        path = run.output_dir / results_filename(settings.n_way, k_shot)
+        sections = {"config": config_to_dict(config),
+                    "dataset": {"name": dataset.name, "split": settings.split, "fingerprint": split.fingerprint},
+                    "episodes": {"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
+                                 "count": settings.count, "seed": settings.seed,
+                                 "fingerprint": episodes.fingerprint}}
+        identity = {**sections, **({"backbone": {"checkpoint_sha256": sha}} if sha is not None else {})}
+        plans.append(Plan(k_shot, episodes, path, sections,
+                          claimed_results(path, identity, resume=run.resume, force=run.force)))
+    others = foreign_results(run.output_dir, [plan.path.name for plan in plans])
+    if others and not run.force:
+        raise fail(f"The output directory {str(run.output_dir)!r} holds results this run would not replace "
+                   f"({', '.join(others[:4])}): the folder would mix two runs.",
+                   "Pass another --output-dir, or --force to replace that run's results.")
+    return plans
+
+
 def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Path,
                         run: RunContext, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate every head on every configured episode setting; write and return the results.
@@ -105,22 +154,16 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
         config.volume.check("volume")  # before any work, so bad settings leave no partial output
     sha = checkpoint_sha256(checkpoint)
     settings = config.episodes
-    plans = []  # every results file is claimed before any work: another run's file stops us here
-    for k_shot, sampler in episode_samplers(config, dataset).items():
-        episodes = sampler.sample(settings.count)
-        path = run.output_dir / results_filename(settings.n_way, k_shot)
-        identity = {"episodes": {"fingerprint": episodes.fingerprint},
-                    "backbone": {"checkpoint_sha256": sha}, "config": config_to_dict(config)}
-        plans.append((k_shot, episodes, path, claimed_results(path, identity, resume=run.resume, force=run.force)))
+    plans = plan_results(config, dataset, run, sha)  # another run's file stops us here
     model, info = load_checkpoint(checkpoint, device=run.device)
     features = split_features(config, dataset, model, sha, run)
     del model  # free the backbone (GPU memory) before the heads run
-    split = dataset.split(config.episodes.split)
     docs = []
-    for k_shot, episodes, path, done in plans:
-        if done is not None:
+    for plan in plans:
+        k_shot, episodes, path = plan.k_shot, plan.episodes, plan.path
+        if plan.kept is not None:
             run.console.print(f"{path.name} already complete for these episodes; keeping it")
-            docs.append(done)
+            docs.append(plan.kept)
             continue
         with _progress(run) as progress:
             tasks = {name: progress.add_task(f"{settings.n_way}-way {k_shot}-shot {name}",
@@ -130,13 +173,10 @@ def evaluate_checkpoint(config: Config, dataset: FewShotDataset, checkpoint: Pat
                                    gather=lambda value: gather_objects(value, run.ranks),
                                    on_chunk=lambda name, done: progress.advance(tasks[name], done))
         doc = build_results(
-            config=config_to_dict(config),
-            dataset={"name": dataset.name, "split": settings.split, "fingerprint": split.fingerprint},
+            config=plan.sections["config"], dataset=plan.sections["dataset"],
             backbone={"name": info["backbone"], "config": info["backbone_config"],
                       "checkpoint_sha256": sha, "checkpoint": str(checkpoint)},
-            episodes={"n_way": settings.n_way, "k_shot": k_shot, "n_query": settings.n_query,
-                      "count": settings.count, "seed": settings.seed, "fingerprint": episodes.fingerprint},
-            heads=heads)
+            episodes=plan.sections["episodes"], heads=heads)
         if config.volume.enabled:
             doc["volume"] = analyze_volume(features, episodes, heads, config.features, config.volume,
                                            seed=settings.seed, device=run.device, rank=run.ranks.rank,
@@ -157,6 +197,8 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     write_csv(run.output_dir / "results.csv", docs)
     atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs), docs))
     plot_accuracy(docs, run.output_dir / "accuracy.png")
+    if has_runtimes(docs):
+        plot_runtime(docs, run.output_dir / "runtime.png")
     if any("volume" in doc for doc in docs):
         plot_volume(docs, run.output_dir / "volume.png")
     write_report(docs, run.output_dir / "report.html")

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from episodes import FewShotDataset
-from episodes.io import atomic_write, atomic_write_text, file_sha256
+from backbones.checkpoint import read_checkpoint
+from episodes.errors import UserError, fail
+from episodes.io import atomic_write, atomic_write_text, file_sha256, sweep_temp_files
 from fewshot.config import Config
+from fewshot.run.runlock import folder_lock
 
 if TYPE_CHECKING:
     from fewshot.run.pipeline import RunContext
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 STORE_VERSION = 2
 # Pretrain settings that cannot change the weights (how often checkpoints are written).
 NOT_IN_KEY = ("checkpoint_every",)
+STORE_LOCK = ".fewshot-store.lock"
 
 
 def pretrain_identity(config: Config, dataset: FewShotDataset) -> dict[str, Any]:
@@ -38,8 +42,12 @@ def pretrain_identity(config: Config, dataset: FewShotDataset) -> dict[str, Any]
 
 def pretrain_key(config: Config, dataset: FewShotDataset) -> str:
     """Name of the store entry for this config's pretraining on this data."""
-    identity = json.dumps(pretrain_identity(config, dataset), sort_keys=True)
-    return hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return identity_key(pretrain_identity(config, dataset))
+
+
+def identity_key(identity: Any) -> str:
+    """The store key of a pretraining identity (also recomputed from a sidecar, to check it)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
 class PretrainedStore:
@@ -58,27 +66,51 @@ class PretrainedStore:
         return self.folder / f"{key}.pt"
 
     def lookup(self, key: str) -> Path | None:
-        """The stored checkpoint, or None when absent or damaged (its sha256 no longer matches)."""
+        """The stored checkpoint, or None when absent, damaged (its sha256 no longer matches) or
+        stored for another pretraining (the identity in its sidecar does not give `key`: an entry
+        copied or renamed under another key)."""
         path, sidecar = self.path(key), self.folder / f"{key}.json"
+        self.sweep()
         if not (path.is_file() and sidecar.is_file()):
             return None
         try:
-            expected = json.loads(sidecar.read_text(encoding="utf-8"))["sha256"]
-            if file_sha256(path) == expected:
+            entry = json.loads(sidecar.read_text(encoding="utf-8"))
+            if identity_key(entry["identity"]) != key:
+                self.log(f"stored checkpoint {path} was stored for another pretraining (its {sidecar.name} "
+                         "describes other settings or data); pretraining again")
+                return None
+            if file_sha256(path) == entry["sha256"]:
                 return path
         except (OSError, ValueError, KeyError, TypeError):
             pass
         self.log(f"stored checkpoint {path.name} is damaged; pretraining again")
         return None
 
+    def sweep(self) -> None:
+        """Remove the temp files of killed writes, unless another process is writing into the store now."""
+        if not self.folder.is_dir():
+            return
+        try:
+            with folder_lock(self.folder, STORE_LOCK, wait=False) as alone:
+                if alone:
+                    sweep_temp_files(self.folder)
+        except OSError:  # a read-only store: nothing to sweep
+            pass
+
     def store(self, key: str, checkpoint: Path, identity: dict[str, Any]) -> Path | None:
-        """Copy `checkpoint` into the store; None (and a log line) when the store cannot be written."""
+        """Copy `checkpoint` into the store; None (and a log line) when the store cannot be written.
+
+        One writer at a time (a flock on the store): each clears the temp files that a killed
+        write left behind before writing its own.
+        """
         path = self.path(key)
         try:
-            with open(checkpoint, "rb") as source:
-                atomic_write(path, lambda target: shutil.copyfileobj(source, target))
-            atomic_write_text(self.folder / f"{key}.json", json.dumps(
-                {"sha256": file_sha256(path), "identity": identity}, indent=2, sort_keys=True) + "\n")
+            with folder_lock(self.folder, STORE_LOCK):
+                sweep_temp_files(self.folder)
+                with open(checkpoint, "rb") as source:
+                    atomic_write(path, lambda target: shutil.copyfileobj(source, target))
+                atomic_write_text(self.folder / f"{key}.json", json.dumps(
+                    {"sha256": file_sha256(path), "identity": identity}, indent=2, sort_keys=True) + "\n")
         except OSError as error:  # a read-only data root costs the next run a pretraining, nothing else
             self.log(f"could not store the checkpoint in {self.folder} ({error.strerror}); continuing")
             return None
@@ -116,6 +148,11 @@ def reuse_or_pretrain(config: Config, dataset: FewShotDataset, run: "RunContext"
     key = pretrain_key(config, dataset)
     stored = None if retrain else store.lookup(key)
     if stored is not None:
+        try:  # a stored file the safe loader refuses is named as the store's, with the way out
+            read_checkpoint(stored)
+        except UserError as error:
+            raise fail(f"The stored pretrained checkpoint {str(stored)!r} cannot be used: {error}",
+                       "Delete it, or pass --retrain to pretrain again and replace it.") from None
         run.console.print(f"reusing the pretrained backbone {stored} (same backbone, pretraining config and "
                           "data; --retrain pretrains again)", highlight=False)
         if run.ranks.is_main:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,6 +65,67 @@ PRETRAIN_RULES: tuple[Rule, ...] = (
 )
 
 
+RESNET12_PARAMETERS = 12_424_320  # ResNet-12 at width 1; the count grows with width^2
+FIRST_STAGE_CHANNELS = 64  # channels of the first residual block at width 1 (at full image size)
+
+
+def memory_limit() -> int:
+    """Bytes of memory this machine has (the limit a setting's estimate is held to)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a 16 GiB machine
+        return 16 << 30
+
+
+def _refuse_if_too_big(needed: float, subject: str, what: str, fix: str) -> None:
+    limit = memory_limit()
+    if needed > limit:
+        raise fail(f"{subject} would need at least {needed / 2**30:,.3g} GiB of memory for {what}, "
+                   f"more than this machine's {limit / 2**30:,.3g} GiB.", fix)
+
+
+def backbone_bytes(width: float, *, training: bool) -> float:
+    """Bytes of a ResNet-12's weights at `width` (x4 when training: gradients, momentum, a copy)."""
+    return RESNET12_PARAMETERS * width ** 2 * 4 * (4 if training else 1)
+
+
+def check_width(width: Any, subject: str, *, training: bool) -> None:
+    """Refuse a backbone width that is not a positive number or whose weights would not fit in memory.
+
+    Args:
+        width: the width multiplier.
+        subject: what has that width, as the start of a sentence ("The setting backbone.width=2.0").
+        training: the backbone will be trained (gradients and optimizer state too).
+    """
+    if not _finite(width) or width <= 0:
+        raise fail(f"{subject} is not a finite width > 0.", "Use a width such as 0.5 or 1.")
+    _refuse_if_too_big(backbone_bytes(width, training=training), subject, "the backbone's weights",
+                       "Use a width such as 0.5 or 1 (the standard ResNet-12 has width 1, 12.4 million weights).")
+
+
+def check_resources(config: Any, *, pretraining: bool, evaluating: bool) -> None:
+    """Estimate what the settings allocate and refuse, before any work, those that cannot fit in memory.
+
+    The estimates are lower bounds: the episode indices and per-episode results of a setting, the
+    backbone's weights, and the first residual stage of one batch of images.
+    """
+    check_width(config.backbone.width, f"The setting backbone.width={config.backbone.width!r}", training=pretraining)
+    size = config.dataset.image_size
+    batch = max(config.pretrain.batch_size if pretraining else 0, config.features.batch_size or 32)
+    # one batch through the first stage: 3 convolutions and a shortcut, each kept for the backward pass
+    activations = batch * max(1, round(FIRST_STAGE_CHANNELS * config.backbone.width)) * size ** 2 * 4 * 4
+    _refuse_if_too_big(activations * (2 if pretraining else 1), f"The setting dataset.image_size={size}",
+                       f"the first stage of the backbone on one batch of {batch} images",
+                       "Use an image size such as 32 or 84 (0 keeps the files' own size).")
+    if evaluating:
+        episodes = config.episodes
+        per_episode = 8 * episodes.n_way * (1 + max(episodes.k_shot, default=1) + episodes.n_query)
+        per_episode += 64 * len(config.heads)  # accuracy, loss and fit records of every head
+        _refuse_if_too_big(float(episodes.count) * per_episode, f"The setting episodes.count={episodes.count:,}",
+                           f"the episode indices and per-episode results ({per_episode:,} bytes an episode)",
+                           "Lower episodes.count (600 to 10,000 episodes give intervals of +-0.2 to 1 point).")
+
+
 def _value(config: Any, dotted: str) -> Any:
     for key in dotted.split("."):
         config = getattr(config, key)
@@ -88,9 +150,13 @@ def check_config(config: Any, *, pretraining: bool, evaluating: bool = True) -> 
         evaluating: the run evaluates heads, so the `episodes` and `heads` sections matter.
     """
     apply_rules(config, CONFIG_RULES + (PRETRAIN_RULES if pretraining else ()))
+    if evaluating:
+        apply_rules(config, EVALUATE_RULES)
+    check_resources(config, pretraining=pretraining, evaluating=evaluating)
     if not evaluating:
         return []
-    apply_rules(config, EVALUATE_RULES)
+    if config.volume.enabled:  # checked here so that a bad setting costs no pretraining
+        config.volume.check("volume")
     for label, entry in config.heads.items():
         name, settings = head_spec(label, entry)
         get_head(name, **settings)  # the head's own setting rules (`heads.sgd.lr > 0`, ...)
@@ -128,6 +194,10 @@ def check_checkpoint(config: Any, path: Path) -> list[str]:
         path: the checkpoint file.
     """
     payload = read_checkpoint(path)
+    described = payload.get("backbone_config")
+    if isinstance(described, dict) and "width" in described:  # before building it: the width sets its size
+        check_width(described["width"], f"The checkpoint {str(path)!r} (backbone width {described['width']!r})",
+                    training=False)
     load_weights(build_backbone(payload, path), payload["model"], path)
     broken = [key for key, tensor in payload["model"].items()
               if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
@@ -157,6 +227,11 @@ def check_device(spec: str) -> str:
         if count == 0 or (device.index or 0) >= count:
             raise fail(f"--device {spec} asks for a GPU, but this machine has {count} usable CUDA devices.",
                        "Pass --device cpu, or leave --device out to use a GPU only when there is one.")
-    elif device.type not in ("cpu", "mps", "xpu"):
+    elif device.type in ("mps", "xpu"):  # torch knows them on every build, but can use them only on their hardware
+        backend = getattr(torch.backends, "mps", None) if device.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise fail(f"--device {spec} asks for an {device.type.upper()} device, which this torch build cannot "
+                       "use on this machine.", "Pass --device cpu (or cuda where there is a GPU).")
+    elif device.type != "cpu":
         raise fail(f"--device {spec!r} is not supported here.", "Pass --device cpu or cuda.")
     return spec

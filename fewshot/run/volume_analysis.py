@@ -7,7 +7,10 @@ points and every estimate carrying its Monte Carlo error (from independent repea
   fitting heads (guess & check's expected accuracy), its quantiles, and for each head of the
   run the percentile of its query accuracy within that distribution (mid-rank: ties count half);
 - `log10_volume_good` / `log10_volume_poisoned`: log10 P(fits the support AND classifies every
-  query correctly), vs. every query as the fixed wrong label (y + 1) mod N.
+  query correctly), vs. every query as the fixed wrong label (y + 1) mod N;
+- with `matched_loss`, per head `heads.<name>.matched`: the same at the head's own normalized loss
+  (fits AND loss <= the head's; `fewshot.run.volume_matched`): log10 P of that region, the
+  expected accuracy of its heads, and the head's percentile among them.
 Every episode has its own random streams, seeded from (seed, setting, episode, part, repeat),
 so the numbers do not depend on chunking, sub-batching or the number of processes.
 """
@@ -22,10 +25,11 @@ import torch
 from episodes import Episodes
 from fewshot.config import FeaturesConfig
 from fewshot.run.evaluate import CHUNK_SIZE, episode_tensors
+from fewshot.run.volume_matched import analyze_matched, matched_key
 from fewshot.results.document import HeadResult
 from fewshot.results.stats import summarize
 from fewshot.volume.config import VolumeConfig
-from fewshot.volume.gaussian import LogitPrior
+from fewshot.volume.gaussian import LogitPrior, draw_given_first
 from fewshot.volume.lin_ess import Constraints
 from fewshot.volume.splitting import split_volume
 from fewshot.volume.streams import Streams, stream_seed
@@ -58,9 +62,8 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     """
     config.check("volume")
     episodes, shots = labels.shape
-    s, s_b = config.gaussian_scales()
-    prior = LogitPrior.from_features(torch.cat([support, query], 1), scale=s, bias_scale=s_b)
-    support_prior = LogitPrior.from_features(support, scale=s, bias_scale=s_b)
+    prior = config.logit_prior(torch.cat([support, query], 1))        # linear Gaussian or NNGP (`prior`)
+    support_prior = config.logit_prior(support)
     labels, query_labels = labels.cpu().long(), query_labels.cpu().long()
     fits = Constraints.beat_all(labels, n_way, support_prior)
     settings, repeats = config.splitting(), config.repeats
@@ -68,11 +71,13 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     query_logits = query_given_support(prior, fit.samples.flatten(1, 2), shots,
                                        _streams(seed, setting, ids, "query", 1))
     correct = (query_logits.argmax(-1) == query_labels[:, None]).double().mean(-1).view(episodes, repeats, -1)
-    run_means = correct.mean(2)
+    # A run stopped at max_levels hands back some chains outside the cone: they count nowhere (NaN).
+    correct = correct.masked_fill(~fit.inside, math.nan)
+    run_means = correct.nanmean(2)
     out = {"log10_volume": fit.log10, "log10_volume_se": fit.se, "levels": fit.levels.double().mean(1),
            "expected_accuracy": run_means.mean(1),
            "expected_accuracy_se": run_means.std(1, unbiased=True) / math.sqrt(repeats),
-           "chain_accuracy": correct.flatten(1), "stalled": fit.stalled.double()}
+           "chain_accuracy": correct.flatten(1), "stalled": fit.stalled.double(), "tied": fit.tied.double()}
     if config.poisoned:
         # Episodes past `poisoned_episodes` get NaN (not measured); the streams are per episode, so
         # the measured ones are the same numbers whichever others share their batch.
@@ -120,21 +125,17 @@ def analyze_in_batches(support: torch.Tensor, labels: torch.Tensor, query: torch
 def query_given_support(prior: LogitPrior, support_logits: torch.Tensor, shots: int, streams: Streams) -> torch.Tensor:
     """Query logits [E, C, Q, N] drawn from the Gaussian conditional given support logits [E, C, S, N].
 
-    Matheron's rule on the joint prior of support and query logits: z_q = z0_q + K_qs K_ss^+ (z_s - z0_s)
-    with z0 a fresh joint prior draw.
+    Matheron's rule on the joint prior of support and query logits (`draw_given_first`).
     """
-    episodes, chains, _, n_way = support_logits.shape
-    joint = prior.sample(streams.randn((chains, prior.factor.shape[1], n_way)))
-    gram = prior.factor @ prior.factor.transpose(1, 2)
-    support_gram = gram[:, :shots, :shots]
-    gain = gram[:, shots:, :shots] @ torch.linalg.pinv(support_gram, hermitian=True)      # [E, Q, S]
-    return joint[:, :, shots:] + torch.einsum("eqs,ecsn->ecqn", gain, support_logits - joint[:, :, :shots])
+    _, chains, _, n_way = support_logits.shape        # the first `shots` points of the prior are the support
+    return draw_given_first(prior, support_logits, streams.randn((chains, prior.factor.shape[1], n_way)))
 
 
 def _percentile(chain_accuracy: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
     """Mid-rank percentile [E] of each episode's head accuracy among its chains' accuracies."""
-    below = (chain_accuracy < accuracy.unsqueeze(1) - 1e-9).double().mean(1)
-    equal = ((chain_accuracy - accuracy.unsqueeze(1)).abs() <= 1e-9).double().mean(1)
+    counted = (~chain_accuracy.isnan()).double().sum(1)
+    below = (chain_accuracy < accuracy.unsqueeze(1) - 1e-9).double().sum(1) / counted
+    equal = ((chain_accuracy - accuracy.unsqueeze(1)).abs() <= 1e-9).double().sum(1) / counted
     return 100 * (below + equal / 2)
 
 
@@ -161,10 +162,43 @@ def analyze_volume(features: torch.Tensor, episodes: Episodes, heads: Sequence[H
         ids = list(range(chunk * CHUNK_SIZE, min(count, (chunk + 1) * CHUNK_SIZE)))
         mine[chunk] = analyze_in_batches(support, labels, query, query_labels, episodes.n_way, ids, config,
                                          seed=seed, setting=setting)
+        if config.matched_loss != "none":
+            losses = {head.name: _head_losses(head, config.matched_loss, ids) for head in heads}
+            for start in range(0, len(ids), SUB_BATCH):
+                rows = slice(start, min(len(ids), start + SUB_BATCH))
+                part = analyze_matched(support[rows], labels[rows], query[rows], query_labels[rows], episodes.n_way,
+                                       ids[rows], config, {name: loss[rows] for name, loss in losses.items()},
+                                       seed=seed, setting=setting)
+                for key, value in part.items():
+                    mine[chunk][key] = value if start == 0 else torch.cat([mine[chunk][key], value])
     if world_size > 1:
         mine = {chunk: part for parts in gather(mine) for chunk, part in parts.items()}
     values = {key: torch.cat([mine[chunk][key] for chunk in chunks]) for key in mine[chunks[0]]}
     return summarize_volume(values, heads, config, seed=seed, count=count, queries=episodes.n_way * episodes.n_query)
+
+
+def _head_losses(head: HeadResult, kind: str, ids: Sequence[int]) -> torch.Tensor:
+    """The head's normalized support loss [len(ids)] on episodes `ids` (NaN: a head without it, e.g. a network)."""
+    loss = head.diagnostics.get(f"{kind}_loss")
+    if loss is None:
+        return torch.full((len(ids),), math.nan, dtype=torch.float64)
+    return loss.double().cpu()[torch.tensor(list(ids), dtype=torch.long)]
+
+
+def _matched(values: dict[str, torch.Tensor], head: str, accuracy: torch.Tensor, kind: str) -> dict[str, Any]:
+    """The matched comparison of one head (`fewshot.run.volume_matched`), as stored."""
+    get = lambda key: values[matched_key(head, key)]  # noqa: E731
+    percentile = _percentile(get("chain_accuracy"), accuracy)
+    measured = torch.isfinite(get("loss"))
+    return {"loss_kind": kind, "episodes": int(measured.sum()),
+            "loss": _estimate(get("loss"), torch.zeros_like(get("loss"))),
+            "log10_volume": _estimate(get("log10_volume"), get("log10_volume_se")),
+            "expected_accuracy": _estimate(get("expected_accuracy"), get("expected_accuracy_se")),
+            "percentile": summarize(percentile[torch.isfinite(percentile)]) if bool(torch.isfinite(percentile).any())
+            else {"mean": None, "std": None, "ci95": None, "n": 0},
+            "per_episode_percentile": [_finite(round(v, 4)) for v in percentile.tolist()],
+            "stalled_episodes": int((get("stalled") > 0).sum()), "tied_episodes": int((get("tied") > 0).sum()),
+            "empty_episodes": int((get("empty") > 0).sum())}
 
 
 def _estimate(values: torch.Tensor, errors: torch.Tensor) -> dict[str, Any]:
@@ -186,25 +220,30 @@ def summarize_volume(values: dict[str, torch.Tensor], heads: Sequence[HeadResult
         "schema": SCHEMA, "config": dataclasses.asdict(config), "seed": seed, "episodes": count,
         "prior": {"distribution": config.prior, "scale": config.scale, "bias_scale": config.bias_scale,
                   "approximation": ("CLT approximation: the uniform prior run as the Gaussian with the same "
-                                    "variance (scale^2 / 3)") if config.prior == "uniform" else None},
+                                    "variance (scale^2 / 3)") if config.prior == "uniform" else None,
+                  **({"nngp": dataclasses.asdict(config.nngp)} if config.prior == "nngp" else {})},
         "streams": "per (seed, setting, episode, part, repeat); parts fit, good, poisoned",
         "error": f"se from {config.repeats} independent splitting runs per episode (delta method on log10 of "
                  "their mean, or the runs' log10 spread / sqrt(repeats) if larger); mc_se = Monte Carlo error of "
                  "the mean over episodes; ci95 = over episodes",
-        "estimator": "generalized adaptive multilevel splitting (Brehier, Lelievre & Rousset 2016), LIN-ESS moves "
+        "estimator": "generalized adaptive multilevel splitting (Brehier, Gazeau, Goudenege, Lelievre & Rousset, "
+                     "Ann. Appl. Probab. 2016), LIN-ESS moves "
                      "of class columns (blocks of block_size points given the rest), float32 chains",
         "levels_mean": float(values["levels"].mean()),
         "stalled_episodes": int((values["stalled"] > 0).sum()),
+        "tied_episodes": int((values["tied"] > 0).sum()),
         "log10_volume": _estimate(values["log10_volume"], values["log10_volume_se"]),
         "expected_accuracy": _estimate(values["expected_accuracy"], values["expected_accuracy_se"]),
     }
     levels = torch.tensor(config.quantiles, dtype=torch.float64)
+    quantiles = chains.nanquantile(levels, dim=1)                            # chains outside the cone are NaN
     doc["accuracy_quantiles"] = {"q": config.quantiles,
-                                 "mean_over_episodes": [round(v, 6) for v in chains.quantile(levels, dim=1).mean(1).tolist()],
-                                 "per_episode": [[round(v, 6) for v in row] for row in chains.quantile(levels, dim=1).T.tolist()]}
+                                 "mean_over_episodes": [round(v, 6) for v in quantiles.nanmean(1).tolist()],
+                                 "per_episode": [[_finite(round(v, 6)) for v in row] for row in quantiles.T.tolist()]}
     # The mixture over episodes of each episode's accuracy distribution, on the grid k / queries.
-    grid = torch.round(chains * queries).long().clamp(0, queries)
-    mass = torch.zeros(queries + 1, dtype=torch.float64).scatter_add_(0, grid.flatten(), torch.ones(grid.numel(), dtype=torch.float64))
+    counted = chains[~chains.isnan()]
+    grid = torch.round(counted * queries).long().clamp(0, queries)
+    mass = torch.zeros(queries + 1, dtype=torch.float64).scatter_add_(0, grid, torch.ones(grid.numel(), dtype=torch.float64))
     doc["accuracy_distribution"] = {"accuracy": [k / queries for k in range(queries + 1)],
                                     "mass": [round(v, 8) for v in (mass / mass.sum()).tolist()]}
     doc["heads"] = {}
@@ -213,6 +252,8 @@ def summarize_volume(values: dict[str, torch.Tensor], heads: Sequence[HeadResult
         percentile = _percentile(chains, accuracy)
         doc["heads"][head.name] = {"accuracy_mean": float(accuracy.mean()), "percentile": summarize(percentile),
                                    "per_episode_percentile": [round(v, 4) for v in percentile.tolist()]}
+        if matched_key(head.name, "loss") in values:     # G&C at this head's own loss, beside the above
+            doc["heads"][head.name]["matched"] = _matched(values, head.name, accuracy, config.matched_loss)
     if "log10_volume_good" in values:
         good, poisoned = values["log10_volume_good"], values["log10_volume_poisoned"]
         doc["log10_volume_good"] = _estimate(good, values["log10_volume_good_se"])

@@ -125,6 +125,11 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(submitit, dict):
         raise fail(f"`submitit` in {str(path)!r} must be a mapping of executor parameters.",
                    "Write it as `submitit: {slurm_partition: gpu, timeout_min: 60}`.")
+    try:  # a bad fixed override is blamed on `overrides:`, not on the first grid key
+        load_config(base, fixed)
+    except UserError as error:
+        raise fail(f"An entry of `overrides:` in the grid file {str(path)!r} is not a valid config setting: {error}",
+                   "Fix that entry of `overrides:`.") from None
     for key, values in axes.items():  # name the bad grid key, not just the bad config key
         try:
             load_config(base, fixed + [override_text(key, values[0])])

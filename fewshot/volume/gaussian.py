@@ -21,7 +21,7 @@ import torch
 
 from episodes.errors import fail
 
-__all__ = ["LogitPrior", "PointBlocks", "check_features"]
+__all__ = ["LogitPrior", "PointBlocks", "check_features", "conditional", "draw_given_first"]
 
 
 def check_features(features: torch.Tensor, what: str = "features") -> None:
@@ -66,6 +66,20 @@ class LogitPrior:
         values = torch.where(values > tol, values, torch.zeros_like(values))
         return cls(vectors * values.sqrt().unsqueeze(1), values, vectors, float(scale), float(bias_scale))
 
+    @classmethod
+    def from_kernel(cls, kernel: torch.Tensor, *, scale: float = math.nan, bias_scale: float = math.nan) -> "LogitPrior":
+        """The prior N(0, K) of a given kernel K [E, P, P] (e.g. `fewshot.volume.nngp.nngp_kernel`).
+
+        `scale` / `bias_scale` are NaN: no weight-space linear head stands behind this prior.
+        """
+        if kernel.numel() and not bool(torch.isfinite(kernel).all()):
+            raise fail("The volume lab got a kernel with NaN or infinite entries.",
+                       "Check the features and the prior's variances; both must be finite.")
+        values, vectors = torch.linalg.eigh(kernel.double())
+        tol = values.abs().amax(dim=1, keepdim=True) * values.shape[1] * 1e-13
+        values = torch.where(values > tol, values, torch.zeros_like(values))
+        return cls(vectors * values.sqrt().unsqueeze(1), values, vectors, scale, bias_scale)
+
     def take(self, index: torch.Tensor) -> "LogitPrior":
         """The priors of episodes `index`."""
         return LogitPrior(self.factor[index], self.eigenvalues[index], self.eigenvectors[index], self.scale,
@@ -85,6 +99,37 @@ class LogitPrior:
         safe = torch.where(self.eigenvalues > 0, self.eigenvalues, torch.ones_like(self.eigenvalues))
         inverse = torch.where(self.eigenvalues > 0, 1 / safe, torch.zeros_like(safe))
         return (self.eigenvectors * inverse.unsqueeze(1)) @ self.eigenvectors.transpose(1, 2)
+
+
+def conditional(gram: torch.Tensor, target: torch.Tensor, given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian conditional of points `target` given points `given` under N(0, gram): the one helper.
+
+    z_T | z_G ~ N(A z_G, K_TT - A K_GT) with the gain A = K_TG K_GG^+ (a pseudo-inverse, so singular
+    K: duplicates, more points than dims, stay exact). Used for the blocks of `PointBlocks`, the query
+    logits given support logits (`draw_given_first`) and the NNGP head's predictions.
+
+    Args:
+        gram: [E, P, P] the joint covariance (float64).
+        target, given: point indices (long tensors).
+    Returns the gain [E, T, G] and the conditional covariance [E, T, T] (symmetrized).
+    """
+    cross = gram[:, target][:, :, given]                                           # [E, T, G]
+    gain = cross @ torch.linalg.pinv(gram[:, given][:, :, given], hermitian=True)
+    covariance = gram[:, target][:, :, target] - gain @ cross.transpose(1, 2)
+    return gain, (covariance + covariance.transpose(1, 2)) / 2
+
+
+def draw_given_first(prior: LogitPrior, observed: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Logits [E, C, P - S, N] of the prior's last points given those of its first S, `observed` [E, C, S, N].
+
+    Matheron's rule: z_rest = z0_rest + A (observed - z0_first) with z0 = L u a fresh joint draw from
+    standard normal `noise` [E, C, P, N] and A the gain of `conditional`: exact in distribution.
+    """
+    shots, points = observed.shape[2], prior.factor.shape[1]
+    joint = prior.sample(noise)
+    gram = prior.factor @ prior.factor.transpose(1, 2)
+    gain, _ = conditional(gram, torch.arange(shots, points), torch.arange(shots))
+    return joint[:, :, shots:] + torch.einsum("eqs,ecsn->ecqn", gain, observed.to(joint.dtype) - joint[:, :, :shots])
 
 
 def _psd_factor(covariance: torch.Tensor) -> torch.Tensor:
@@ -126,14 +171,12 @@ class PointBlocks:
         for start in range(0, points, size):
             stop = min(points, start + size)
             rest = torch.cat([torch.arange(start), torch.arange(stop, points)])
-            cross = gram[:, start:stop][:, :, rest]                                    # [E, b, P - b]
-            gain_rest = cross @ torch.linalg.pinv(gram[:, rest][:, :, rest], hermitian=True)
+            gain_rest, covariance = conditional(gram, torch.arange(start, stop), rest)
             gain = torch.zeros(gram.shape[0], stop - start, points, dtype=gram.dtype)
             gain[:, :, rest] = gain_rest
-            covariance = gram[:, start:stop, start:stop] - gain_rest @ cross.transpose(1, 2)
             ranges.append((start, stop))
             gains.append(gain)
-            factors.append(_psd_factor((covariance + covariance.transpose(1, 2)) / 2))
+            factors.append(_psd_factor(covariance))
         return cls(ranges, gains, factors)
 
     def take(self, index: torch.Tensor) -> "PointBlocks":

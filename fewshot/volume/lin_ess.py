@@ -24,7 +24,8 @@ from episodes.errors import fail
 from fewshot.volume.gaussian import LogitPrior, PointBlocks
 from fewshot.volume.streams import Streams
 
-__all__ = ["Constraints", "feasible_arc_sample", "lin_ess_step", "lin_ess_class_step"]
+__all__ = ["Constraints", "ColumnMove", "arc_point", "column_moves", "feasible_arc_sample", "feasible_arcs", "lin_ess_step",
+           "lin_ess_class_step", "measurable"]
 TWO_PI = 2 * math.pi
 
 
@@ -93,14 +94,14 @@ class Constraints:
         return self.margins(z).amin(dim=2)
 
 
-def feasible_arc_sample(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Angles t [...] uniform on {t : a_j cos t + b_j sin t + shift >= 0 for all j}.
+def feasible_arcs(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The feasible set {t : a_j cos t + b_j sin t + shift >= 0 for all j} as pieces (starts, lengths).
 
     Args:
         a, b: [..., M] constraint values at the current point and at the proposal.
         shift: [...] (one per row, broadcast over M) or [..., M] (one per constraint).
-        uniform: [...] uniform [0, 1) draws.
-    Returns t in [0, 2 pi); t = 0 (stay) if the feasible set has measure 0.
+    Returns starts and lengths [..., M + 1] of disjoint pieces in increasing order (most of length
+    0); when t = 0 is feasible the first piece starts there, so arc length 0 is the current point.
     """
     radius = torch.hypot(a, b)
     phase = torch.atan2(b, a)
@@ -120,15 +121,35 @@ def feasible_arc_sample(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, u
     starts = covered[..., :-1]
     gaps = (lows - starts).clamp_min(0.0)                           # feasible piece before each arc
     tail = (TWO_PI - covered[..., -1:]).clamp_min(0.0)              # and after the last one
-    gaps, starts = torch.cat([gaps, tail], -1), torch.cat([starts, covered[..., -1:]], -1)
+    return torch.cat([starts, covered[..., -1:]], -1), torch.cat([gaps, tail], -1)
+
+
+def arc_point(starts: torch.Tensor, gaps: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """The angle t [...] at arc length `length` [...] (in [0, total)) along the pieces of `feasible_arcs`."""
     ends = gaps.cumsum(-1)
-    total = ends[..., -1]
-    target = uniform * total
-    piece = torch.searchsorted(ends, target.unsqueeze(-1).contiguous(), right=True).clamp_max(gaps.shape[-1] - 1)
-    offset = target - (ends.gather(-1, piece) - gaps.gather(-1, piece)).squeeze(-1)
-    t = starts.gather(-1, piece).squeeze(-1) + offset
-    # Round-off leaves slivers of a few eps where a measure-0 set should be: stay there.
-    return torch.where(total > 100 * torch.finfo(total.dtype).eps, t, torch.zeros_like(t))
+    piece = torch.searchsorted(ends, length.unsqueeze(-1).contiguous(), right=True).clamp_max(gaps.shape[-1] - 1)
+    offset = length - (ends.gather(-1, piece) - gaps.gather(-1, piece)).squeeze(-1)
+    return starts.gather(-1, piece).squeeze(-1) + offset
+
+
+def measurable(total: torch.Tensor) -> torch.Tensor:
+    """Round-off leaves slivers of a few eps where a measure-0 set should be: those are empty."""
+    return total > 100 * torch.finfo(total.dtype).eps
+
+
+def feasible_arc_sample(a: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Angles t [...] uniform on {t : a_j cos t + b_j sin t + shift >= 0 for all j}.
+
+    Args:
+        a, b: [..., M] constraint values at the current point and at the proposal.
+        shift: [...] (one per row, broadcast over M) or [..., M] (one per constraint).
+        uniform: [...] uniform [0, 1) draws.
+    Returns t in [0, 2 pi); t = 0 (stay) if the feasible set has measure 0.
+    """
+    starts, gaps = feasible_arcs(a, b, shift)
+    total = gaps.sum(-1)
+    t = arc_point(starts, gaps, uniform * total)
+    return torch.where(measurable(total), t, torch.zeros_like(t))
 
 
 def lin_ess_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constraints, prior: LogitPrior,
@@ -165,11 +186,49 @@ def lin_ess_class_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constr
 
     Args: as `lin_ess_step`; `prior` may be `PointBlocks` (a `LogitPrior` is one block).
     """
+    # Contiguous: a gathered z can come permuted, and mixed layouts take torch's slow strided paths (measured 4x).
+    z = z.clone(memory_format=torch.contiguous_format)
+    for move in column_moves(z, shift, constraints, prior, streams, index):
+        total = move.gaps.sum(-1)
+        t = arc_point(move.starts, move.gaps, streams.rand((z.shape[1],), index, z.dtype) * total)
+        move.apply(z, torch.where(measurable(total), t, torch.zeros_like(t)))
+    return z
+
+
+@dataclass
+class ColumnMove:
+    """One ellipse of `column_moves`: block [start, stop) of class column c, at angle t
+    mean + offset cos t + proposal sin t ([E, C, b] each), feasible on the pieces (starts, gaps)."""
+
+    c: int
+    start: int
+    stop: int
+    mean: torch.Tensor | float
+    offset: torch.Tensor
+    proposal: torch.Tensor
+    starts: torch.Tensor
+    gaps: torch.Tensor
+
+    def values(self, t: torch.Tensor) -> torch.Tensor:
+        """The block's logits [E, C, b] at angles t [E, C]."""
+        t = t.unsqueeze(-1)
+        return self.mean + self.offset * t.cos() + self.proposal * t.sin()
+
+    def apply(self, z: torch.Tensor, t: torch.Tensor) -> None:
+        """Move z [E, C, P, N] in place to angles t [E, C]."""
+        z[:, :, self.start:self.stop, self.c] = self.values(t)
+
+
+def column_moves(z: torch.Tensor, shift: torch.Tensor, constraints: Constraints, prior: LogitPrior | PointBlocks,
+                 streams: Streams, index: torch.Tensor):
+    """The ellipses of one Gibbs sweep over class columns and blocks, with their feasible arcs.
+
+    A generator: the caller moves z (in place, `ColumnMove.apply`) before asking for the next one,
+    which is built from the moved z. Draws one proposal per move from `streams`.
+    """
     blocks = prior if isinstance(prior, PointBlocks) else PointBlocks.from_prior(prior)
     chains, n_way = z.shape[1], z.shape[3]
     target, sigma = constraints.target.unsqueeze(1), constraints.sigma.unsqueeze(1)   # [E, 1, P]
-    # Contiguous: a gathered z can come permuted, and mixed layouts take torch's slow strided paths (measured 4x).
-    z = z.clone(memory_format=torch.contiguous_format)
     for c in range(n_way):
         for (start, stop), gain, factor in zip(blocks.ranges, blocks.gains, blocks.factors):
             proposal = torch.einsum("epq,ecq->ecp", factor, streams.randn((chains, stop - start), index, z.dtype))
@@ -186,7 +245,5 @@ def lin_ess_class_step(z: torch.Tensor, shift: torch.Tensor, constraints: Constr
             sign = torch.where(own, 1.0, -1.0) / sigma[..., start:stop]
             offset = column[..., start:stop] - mean
             # g = sign * (m + offset cos t + nu sin t - reference) + shift.
-            t = feasible_arc_sample(sign * offset, sign * proposal, shift[:, None, None] + sign * (mean - reference),
-                                    streams.rand((chains,), index, z.dtype)).unsqueeze(-1)
-            z[:, :, start:stop, c] = mean + offset * t.cos() + proposal * t.sin()
-    return z
+            starts, gaps = feasible_arcs(sign * offset, sign * proposal, shift[:, None, None] + sign * (mean - reference))
+            yield ColumnMove(c, start, stop, mean, offset, proposal, starts, gaps)

@@ -57,3 +57,12 @@ class Streams:
              dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Uniform [0, 1) draws [len(index), *shape] from the streams in `index` (all if None)."""
         return self._draw("rand", shape, index, dtype)
+
+    def chisquare(self, shape: tuple[int, ...], index: torch.Tensor, df: torch.Tensor,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Chi-square draws [len(index), *shape] with df[i] degrees of freedom for stream index[i] (0 if df <= 0)."""
+        chosen, dofs = index.tolist(), df.tolist()
+        if not chosen:
+            return torch.empty((0, *shape), dtype=dtype)
+        rows = [self.generators[i].chisquare(d, shape) if d > 0 else np.zeros(shape) for i, d in zip(chosen, dofs)]
+        return torch.from_numpy(np.stack(rows)).to(dtype)

@@ -2,10 +2,12 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from episodes import EpisodeSampler, UserError
+from episodes.sampler import episode_streams, partial_shuffle
 
 
 def labels_of(counts):
@@ -83,3 +85,36 @@ def test_subset_keeps_settings_and_rows():
     episodes = EpisodeSampler(labels_of([10] * 5), 5, 1, 2, seed=0).sample(10)
     part = episodes.subset(slice(2, 5))
     assert len(part) == 3 and torch.equal(part.support, episodes.support[2:5]) and part.k_shot == 1
+
+
+def test_any_count_is_a_prefix_of_a_larger_one():
+    """Episode i comes from its own stream (seed, i): 6 episodes are the first 6 of 8, of 3000."""
+    labels = labels_of([30] * 12)
+    sampler = EpisodeSampler(labels, 5, 2, 3, seed=4)
+    longer = sampler.sample(3000)  # three chunks
+    for count in (1, 6, 8, 1025):
+        shorter = sampler.sample(count)
+        for name in ("classes", "support", "query"):
+            assert torch.equal(getattr(shorter, name), getattr(longer, name)[:count])
+
+
+def test_partial_shuffle_matches_a_plain_fisher_yates():
+    """The sparse shuffle against the textbook one on a full list, with the same uniforms."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(6, 40, size=300)
+    uniform = rng.random((300, 6))
+    fast = partial_shuffle(sizes, uniform)
+    for row, size in enumerate(sizes.tolist()):
+        items = list(range(size))
+        for step in range(6):
+            swap = step + int(uniform[row, step] * (size - step))
+            items[step], items[swap] = items[swap], items[step]
+        assert fast[row].tolist() == items[:6]
+
+
+def test_episode_streams_depend_on_seed_and_index_only():
+    block = episode_streams(5, 0, 10, 7)
+    assert np.array_equal(episode_streams(5, 3, 4, 7), block[3:7])
+    assert np.array_equal(episode_streams(5, 2, 1, 3)[0], block[2, :3])
+    assert not np.array_equal(episode_streams(6, 0, 10, 7), block)
+    assert len(np.unique(block)) == block.size

@@ -5,7 +5,7 @@ import pytest
 
 from episodes import UserError
 from fewshot.config import Config, config_to_dict, load_config
-from fewshot.typed import parse_override
+from fewshot.typed import parse_override, read_yaml
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -77,3 +77,23 @@ def test_missing_and_malformed_files_are_clear_errors(tmp_path):
 
 def test_parse_override_splits_the_key_path():
     assert parse_override("heads.pattern_search.radius=0.5") == (["heads", "pattern_search", "radius"], 0.5)
+
+
+def test_yaml_files_read_floats_refuse_duplicates_and_alias_bombs(tmp_path):
+    path = tmp_path / "floats.yaml"
+    path.write_text("heads:\n  sgd: {lr: 1e-3, weight_decay: 5E-4}\n")
+    assert load_config(path).heads["sgd"] == {"lr": 1e-3, "weight_decay": 5e-4}
+    path.write_text("heads:\n  sgd: {lr: 0.1}\n  sgd: {lr: 0.2}\n")
+    with pytest.raises(UserError, match="'sgd' is given twice"):
+        load_config(path)
+    levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else '1'}]\n" for i in range(7))
+    path.write_text(levels)
+    with pytest.raises(UserError, match="alias bomb"):
+        load_config(path)
+    path.write_text("a: &shared {lr: 0.1}\nb: *shared\n")  # an ordinary alias is fine
+    assert read_yaml(path) == {"a": {"lr": 0.1}, "b": {"lr": 0.1}}
+
+
+def test_a_typo_gets_the_nearest_key():
+    with pytest.raises(UserError, match="did you mean heads.sgd.weight_decay"):
+        load_config(None, ["heads.sgd.wieght_decay=0.1"])

@@ -72,8 +72,8 @@ def test_every_head_returns_batched_float32_heads_of_the_right_shapes(name):
     fit = get_head(name).fit(support, labels, 3, **fit_kwargs(name, support))
     assert fit.weight.shape == (2, 8, 3) and fit.weight.dtype == torch.float32
     assert fit.bias.shape == (2, 3) and fit.bias.dtype == torch.float32
-    for stat in fit.stats.values():
-        assert stat.shape == (2,)
+    for name, stat in fit.stats.items():   # per episode: [E], or [E, T] for the runtimes to T targets
+        assert stat.shape == ((2, 11) if name == "runtimes" else (2,))
 
 
 @pytest.mark.parametrize("name", [name for name in available_heads() if head_class(name).oracle])

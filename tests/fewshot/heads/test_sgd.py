@@ -113,3 +113,17 @@ def test_zero_steps_give_a_zero_head_with_loss_log_n():
 def test_out_of_range_settings_are_user_errors(key, value):
     with pytest.raises(UserError, match=f"heads.sgd.{key}"):
         get_head("sgd", **{key: value})
+
+
+def test_cost_in_forward_backward_evaluations_counts_batches_and_restarts():
+    support, labels = class_structured_episodes(4)                      # 12 support points
+    full = get_head("sgd", steps=30, band=[0.0, 0.7]).fit(support, labels, 3, generator=torch.Generator())
+    assert (full.stats["steps"] < 30).any()                              # some stopped early at the band
+    assert torch.equal(full.stats["forward_backward_evaluations"], full.stats["steps"])
+    mini = get_head("sgd", steps=10, batch_size=3).fit(support, labels, 3, generator=torch.Generator())
+    assert mini.stats["forward_backward_evaluations"].tolist() == [2.5] * 4   # 10 steps of 3 of 12 points
+    # Never fitted (band below any loss 10 steps reach): 1 + 2 restarts of 10 steps each are paid for.
+    hard = get_head("sgd", steps=10, band=[0.0, 1e-6], on_failure="restart", max_restarts=2)
+    fit = hard.fit(support, labels, 3, generator=torch.Generator())
+    assert fit.stats["restarts"].tolist() == [2.0] * 4 and fit.stats["steps"].tolist() == [10.0] * 4
+    assert fit.stats["forward_backward_evaluations"].tolist() == [30.0] * 4

@@ -57,12 +57,22 @@ def test_loads_without_console_errors_or_network(page):
 def test_plots_are_visible_and_decoded(page):
     view, _ = page
     images = view.locator("img")
-    assert images.count() == 4  # accuracy plot, one forest plot per shot setting, the volume plot
+    assert images.count() == 5  # accuracy plot, one forest plot per shot setting, runtime profiles, volume plot
     for index in range(images.count()):
         image = images.nth(index)
         assert image.is_visible()
         assert image.evaluate("img => img.complete && img.naturalWidth > 300")
         assert image.bounding_box()["width"] > 300
+
+
+def test_runtime_profiles_are_drawn_for_the_searching_heads(page):
+    view, _ = page
+    assert view.locator("h2", has_text="Runtime profiles").is_visible()
+    runtime = view.locator('img[alt="runtime ECDF and data profile of every searching head"]')
+    assert runtime.count() == 1 and runtime.is_visible()
+    # both settings drawn: a row of two panels each, so taller than one row at the page's width
+    assert runtime.evaluate("img => img.complete && img.naturalWidth > 300 && img.naturalHeight > 0.5 * img.naturalWidth")
+    assert "COCO runtime ECDF" in view.locator("figure", has=runtime).inner_text()
 
 
 def test_tables_are_visible(page):

@@ -12,7 +12,8 @@ from fewshot.heads import HeadFit, get_head
 from fewshot.heads.span import SupportSpan, span_norm
 
 KEYS = {"support_loss", "support_accuracy", "weight_norm", "sparsity", "normalized_margin", "max_margin_cosine",
-        *(f"local_volume_r{r:g}" for r in VOLUME_RADII), "sharpness", "asymmetry"}
+        *(f"local_volume_r{r:g}" for r in VOLUME_RADII), "sharpness", "asymmetry", "span_norm_loss", "full_norm_loss"}
+LOG_N = {"support_loss", "span_norm_loss", "full_norm_loss"}     # a zero head's loss, log N
 INVARIANT = ["normalized_margin", "max_margin_cosine", *(f"local_volume_r{r:g}" for r in VOLUME_RADII),
              "sharpness", "asymmetry", "support_accuracy"]
 
@@ -41,8 +42,9 @@ def test_zero_head_has_loss_log_n_and_no_margin_volume_sharpness_or_asymmetry():
     fit = HeadFit(torch.zeros(2, 12, 3), torch.zeros(2, 3))
     stats = diagnose(get_head("sgd"), fit, support, labels, generator=gen())
     assert set(stats) == KEYS
-    torch.testing.assert_close(stats["support_loss"], torch.full((2,), math.log(3)))
-    for name in KEYS - {"support_loss", "support_accuracy"}:
+    for name in LOG_N:
+        torch.testing.assert_close(stats[name], torch.full((2,), math.log(3)), msg=name)
+    for name in KEYS - LOG_N - {"support_accuracy"}:
         assert stats[name].tolist() == [0.0, 0.0], name
 
 
@@ -169,6 +171,24 @@ def test_cosine_prototype_is_diagnosed_through_its_own_predict():
     expected = diagnose(get_head("sgd"), fit, normalized, labels, generator=gen())
     for name in INVARIANT:
         torch.testing.assert_close(stats[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_normalized_losses_divide_the_logits_by_the_least_norm_and_the_full_norm_of_the_head():
+    """Against the definitions directly: the span norm is the norm of the least-norm [W; b] with the same
+    support logits (a pseudo-inverse, not centred), the full norm that of [W; b]; both scale-invariant."""
+    support, labels = episodes()
+    weight, bias = torch.randn(3, 12, 3, generator=gen(7)), torch.randn(3, 3, generator=gen(8))
+    logits = (support @ weight + bias[:, None]).double()
+    augmented = torch.cat([support, torch.ones(*support.shape[:2], 1)], dim=2).double()
+    norms = {"span_norm": (torch.linalg.pinv(augmented) @ logits).flatten(1).norm(dim=1),
+             "full_norm": torch.cat([weight, bias[:, None]], 1).double().flatten(1).norm(dim=1)}
+    for scale in (1.0, 40.0):
+        stats = diagnose(get_head("sgd"), HeadFit(weight * scale, bias * scale), support, labels, generator=gen())
+        for kind, norm in norms.items():
+            expected = F.cross_entropy((logits / norm[:, None, None]).flatten(0, 1), labels.flatten(),
+                                       reduction="none").view(3, -1).mean(1)
+            torch.testing.assert_close(stats[f"{kind}_loss"].double(), expected, rtol=1e-5, atol=1e-6, msg=kind)
+    assert not torch.equal(stats["span_norm_loss"], stats["full_norm_loss"])     # random heads: out-of-span part
 
 
 @pytest.mark.parametrize("settings", [{"directions": 0}, {"perturbations": 0}, {"rho": -1.0}, {"radii": (0.0,)}])

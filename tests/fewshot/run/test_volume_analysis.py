@@ -78,3 +78,37 @@ def test_bad_volume_settings_fail_clearly():
         config = load_config(None, [override])
         with pytest.raises(UserError, match=key):
             config.volume.check("volume")
+
+
+def test_matched_comparison_in_the_section_verify_and_table():
+    """Per head, G&C at its own loss beside the unmatched numbers; verify reads it and finds a tampered value."""
+    import dataclasses
+    from fewshot.results.verify import _volume_problems
+    from fewshot.run.volume_matched import analyze_matched
+    s, y, q, qy = _episodes()
+    config = dataclasses.replace(CONFIG, matched_loss="span_norm", matched_episodes=3, poisoned=False)
+    values = analyze_episodes(s, y, q, qy, 3, [0, 1, 2, 3], config, seed=0, setting="t")
+    heads = [HeadResult("sgd", {}, torch.tensor([1.0, 0.5, 0.75, 1.0]), 0.1,
+                        diagnostics={"span_norm_loss": torch.tensor([0.9, 0.95, 1.0, 0.9])}),
+             HeadResult("mlp", {}, torch.tensor([1.0, 0.5, 0.5, 1.0]), 0.1)]
+    values.update(analyze_matched(s, y, q, qy, 3, [0, 1, 2, 3], config,
+                                  {head.name: analysis._head_losses(head, "span_norm", [0, 1, 2, 3]) for head in heads},
+                                  seed=0, setting="t"))
+    section = summarize_volume(values, heads, config, seed=0, count=4, queries=6)
+    json.dumps(section, allow_nan=False)
+    matched = section["heads"]["sgd"]["matched"]
+    assert matched["episodes"] == 3 and matched["log10_volume"]["per_episode"][3] is None
+    # The matched region is inside the fitting region: its log10 P is lower, episode by episode.
+    for inner, outer in zip(matched["log10_volume"]["per_episode"][:3], section["log10_volume"]["per_episode"]):
+        assert inner < outer
+    assert section["heads"]["mlp"]["matched"]["episodes"] == 0
+    doc = {"dataset": {"name": "toy"}, "episodes": {"n_way": 3, "k_shot": 2}, "volume": section,
+           "heads": [{"name": "sgd"}, {"name": "mlp"}]}
+    assert _volume_problems(doc) == []
+    table = volume_markdown([doc])
+    assert "G&C accuracy at its loss (%)" in table
+    assert [line for line in table.splitlines() if line.startswith("| mlp |")][0].endswith("| n/a | n/a | n/a | n/a |")
+    matched["log10_volume"]["per_episode"][0] = 0.5                        # a probability above 1
+    assert any("volume.heads" in problem for problem in _volume_problems(doc))
+    matched["log10_volume"]["per_episode"] = [-1.0]
+    assert any("matched.log10_volume.per_episode has 1 entries" in p for p in _volume_problems(doc))
