@@ -33,7 +33,7 @@ class Probe:
             are filled in (`{config}`, `{checkpoint}`, `{run}`, ...).
         setup: edits files before the command (gets the sandbox root and the places).
         exit_code: the exit code it must end with (2: refused with one paragraph).
-        says: fragments the output (stdout and stderr) must contain.
+        says: fragments the output (stdout and stderr) must contain (templates like `argv`).
         never_says: fragments it must not contain.
         unchanged: paths under the sandbox (templates like `argv`) whose files must not change.
     """
@@ -71,7 +71,7 @@ def run_probe(probe: Probe, root: Path, places: dict[str, Path], capsys: pytest.
     out, err = capsys.readouterr()
     text = " ".join((out + "\n" + err).split())
     assert code == probe.exit_code, f"{probe.name}: exit {code}, expected {probe.exit_code}:\n{out}\n{err}"
-    for fragment in probe.says:
+    for fragment in (template.format(**fill) for template in probe.says):
         assert " ".join(fragment.split()) in text, f"{probe.name}: output lacks {fragment!r}:\n{text}"
     for fragment in probe.never_says:
         assert fragment not in text, f"{probe.name}: output has {fragment!r}:\n{text}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -134,18 +133,6 @@ CASES: list[tuple[Probe, Callable[[Path, dict[str, Path]], None] | None]] = [
     (Probe("H results files name the CPU and its instruction set", EVALUATE, exit_code=0), results_say_which_cpu),
 ]
 
-
-@pytest.fixture
-def sandbox(tmp_path, tiny_dataset, tiny_checkpoint, fast_config, monkeypatch):
-    """Its own dataset copy and config, data root, working folder; returns (root, places)."""
-    shutil.copytree(tiny_dataset, tmp_path / "dataset")
-    config = tmp_path / "config.yaml"
-    config.write_text(fast_config.read_text().replace(str(tiny_dataset), str(tmp_path / "dataset")))
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
-    return tmp_path, {"config": config, "checkpoint": tiny_checkpoint, "run": tmp_path / "run",
-                      "dataset": tmp_path / "dataset"}
 
 
 @pytest.mark.parametrize("probe, after", CASES, ids=[str(probe) for probe, _ in CASES])

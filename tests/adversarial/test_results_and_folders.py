@@ -213,25 +213,10 @@ CASES: list[tuple[Probe, Callable[[Path, dict[str, Path]], None] | None]] = [
 ]
 
 
-@pytest.fixture
-def sandbox(tmp_path, tiny_dataset, tiny_checkpoint, fast_config, monkeypatch):
-    """Its own dataset copy and config, data root, working folder; returns (root, places)."""
-    shutil.copytree(tiny_dataset, tmp_path / "dataset")
-    config = tmp_path / "config.yaml"
-    config.write_text(fast_config.read_text().replace(str(tiny_dataset), str(tmp_path / "dataset")))
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
-    return tmp_path, {"config": config, "checkpoint": tiny_checkpoint, "run": tmp_path / "run",
-                      "dataset": tmp_path / "dataset"}
-
 
 @pytest.mark.parametrize("probe, after", CASES, ids=[str(probe) for probe, _ in CASES])
 def test_probe(probe, after, sandbox, capsys):
     root, places = sandbox
-    fill = {"root": str(root), **{key: str(value) for key, value in places.items()}}
-    probe = Probe(probe.name, probe.argv, probe.setup, probe.exit_code,
-                  tuple(fragment.format(**fill) for fragment in probe.says), probe.never_says, probe.unchanged)
     run_probe(probe, root, places, capsys)
     if after is not None:
         after(root, places)
