@@ -164,3 +164,23 @@ def test_atomic_writes_name_their_temp_files_recognisably(tmp_path, monkeypatch)
     monkeypatch.setattr(io.os, "replace", lambda src, dst: (seen.append(src), real_replace(src, dst)))
     io.atomic_write_text(tmp_path / "x.json", "{}")
     assert seen and str(seen[0]).endswith(TEMP_SUFFIX)
+
+
+def test_a_folder_gone_read_only_is_released_without_a_traceback(tmp_path, monkeypatch):
+    """E3 of the probe: the file system turns read-only mid-run; releasing the lock must not raise
+    (the lock file stays behind, stale, and the next run takes it over)."""
+    import errno
+    import pathlib
+    folder = tmp_path / "run"
+    folder.mkdir()
+    claim_run_dir(folder, command="evaluate")
+
+    def read_only(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    release_run_dir(folder)  # no exception
+    monkeypatch.undo()
+    assert (folder / LOCK_NAME).exists()
+    claim_run_dir(folder, command="evaluate")  # the stale lock is taken over
+    release_run_dir(folder)
+    assert not (folder / LOCK_NAME).exists()
