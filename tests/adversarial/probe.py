@@ -60,8 +60,10 @@ def snapshot(path: Path) -> dict[str, str]:
             for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".fewshot-run.lock")}
 
 
-def run_probe(probe: Probe, root: Path, places: dict[str, Path], capsys: pytest.CaptureFixture) -> str:
-    """Run one case in the sandbox `root`; assert its outcome; return its folded output."""
+def run_probe(probe: Probe, root: Path, places: dict[str, Path], capsys: pytest.CaptureFixture,
+              after: Callable[[Path, dict[str, Path]], None] | None = None) -> str:
+    """Run one case in the sandbox `root`; assert its outcome, then `after` (a check of the files the
+    command left); return its folded output."""
     fill = {"root": str(root), **{key: str(value) for key, value in places.items()}}
     if probe.setup:
         probe.setup(root, places)
@@ -77,4 +79,6 @@ def run_probe(probe: Probe, root: Path, places: dict[str, Path], capsys: pytest.
         assert fragment not in text, f"{probe.name}: output has {fragment!r}:\n{text}"
     for template, before in watched.items():
         assert snapshot(Path(template.format(**fill))) == before, f"{probe.name}: {template} changed"
+    if after is not None:
+        after(root, places)
     return text

@@ -138,9 +138,7 @@ CASES: list[tuple[Probe, Callable[[Path, dict[str, Path]], None] | None]] = [
 @pytest.mark.parametrize("probe, after", CASES, ids=[str(probe) for probe, _ in CASES])
 def test_probe(probe, after, sandbox, capsys):
     root, places = sandbox
-    run_probe(probe, root, places, capsys)
-    if after is not None:
-        after(root, places)
+    run_probe(probe, root, places, capsys, after)
 
 
 def test_16_bit_pictures_give_the_numbers_of_the_same_8_bit_pictures(sandbox, capsys):

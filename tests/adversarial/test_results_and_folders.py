@@ -217,9 +217,7 @@ CASES: list[tuple[Probe, Callable[[Path, dict[str, Path]], None] | None]] = [
 @pytest.mark.parametrize("probe, after", CASES, ids=[str(probe) for probe, _ in CASES])
 def test_probe(probe, after, sandbox, capsys):
     root, places = sandbox
-    run_probe(probe, root, places, capsys)
-    if after is not None:
-        after(root, places)
+    run_probe(probe, root, places, capsys, after)
 
 
 def test_a_resume_beside_results_of_another_setting_is_refused(sandbox, capsys):

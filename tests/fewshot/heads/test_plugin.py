@@ -24,20 +24,24 @@ print(tuple(fit.weight.shape), tuple(fit.bias.shape), bool((logits.argmax(-1) ==
 """
 
 
-@pytest.fixture(scope="module")
-def plugin_path(tmp_path_factory) -> Path:
-    """The example package pip-installed into a temporary folder (no network, no build isolation)."""
-    target = tmp_path_factory.mktemp("plugin-site")
-    build = tmp_path_factory.mktemp("plugin-build")
+def install_example(example: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An example package pip-installed into a temporary folder (no network, no build isolation)."""
+    target = tmp_path_factory.mktemp(f"{example.name}-site")
+    build = tmp_path_factory.mktemp(f"{example.name}-build")
     # setuptools builds in the source folder (build/, *.egg-info): build a copy, not the repo.
     source = build / "source"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    shutil.copytree(example, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
                "--no-build-isolation", "--no-cache-dir", "--target", str(target), str(source)]
     env = {**os.environ, "TMPDIR": str(build), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     return target
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory) -> Path:
+    return install_example(EXAMPLE, tmp_path_factory)
 
 
 def run_with_plugin(plugin_path: Path, *args: str) -> subprocess.CompletedProcess:

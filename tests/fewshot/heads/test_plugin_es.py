@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +11,7 @@ import torch
 
 from fewshot.heads.losses import decision_loss
 from tests.fewshot.heads.data import blobs
-from tests.fewshot.heads.test_plugin import run_with_plugin
+from tests.fewshot.heads.test_plugin import install_example, run_with_plugin
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "fewshot_es_example"
 
@@ -38,16 +34,7 @@ print(json.dumps({"same": bool(torch.equal(fit.weight, runs[1].weight)), "accura
 
 @pytest.fixture(scope="module")
 def es_path(tmp_path_factory) -> Path:
-    """The example pip-installed into a temporary folder (offline, from a copy of its source)."""
-    target, build = tmp_path_factory.mktemp("es-site"), tmp_path_factory.mktemp("es-build")
-    source = build / "source"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-               "--no-build-isolation", "--no-cache-dir", "--target", str(target), str(source)]
-    env = {**os.environ, "TMPDIR": str(build), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return target
+    return install_example(EXAMPLE, tmp_path_factory)
 
 
 def test_fewshot_heads_lists_the_es(es_path):
