@@ -1,9 +1,10 @@
 """The `blackbox` head's three goals (issue 18), side by side in one run; prints times and ratios.
 
-1. Adapter overhead: diagonal CMA-ES (pycma) on E episodes at `--budget` evaluations each:
-   the time inside the loss calls (`EpisodeLoss.__call__`: the forward passes, the stop, the
-   counts) against the time outside them (pycma's ask / tell, the adapter's copies). Goal:
-   outside <= inside.
+1. Adapter overhead: diagonal CMA-ES on E episodes at `--budget` evaluations each, pycma
+   (`cma` `diagonal`, one Python ask / tell per episode) and the torch adapter (`torch`
+   `sep_cma`, batched across episodes): the time inside the loss calls (`EpisodeLoss.__call__`:
+   the forward passes, the stop, the counts) against the time outside them (the optimizer, the
+   draws, the adapter's copies). Goal: outside <= inside.
 2. evotorch's CEM batched across all episodes (`episodes_at_once: 0`) against the same
    algorithm one episode at a time (`episodes_at_once: 1`), per evaluation; the one-at-a-time
    loop runs on the first `--loop-episodes` episodes. Goal: at least 10x.
@@ -21,12 +22,14 @@ Data and timing helpers are shared with bench/heads.py (same synthetic episodes)
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
 import torch
 
 from fewshot.heads import get_head
+from fewshot.heads.blackbox import torch_adapter
 from fewshot.heads.blackbox.adapter import default_population
 from fewshot.heads.episode_loss import EpisodeLoss, intra_op_threads
 from fewshot.heads.losses import decision_loss
@@ -37,46 +40,72 @@ from heads import Episodes, bench_data, bench_parser  # bench/heads.py, run as a
 NO_STOP = {"loss_threshold": 1e-12}
 
 
-def fit_seconds(data: Episodes, settings: dict, episodes: int | None = None) -> tuple[float, float, float]:
-    """(total seconds, seconds inside the loss calls, evaluations) of one blackbox fit."""
-    inside = [0.0]
-    original = EpisodeLoss.__call__
+def fit_seconds(data: Episodes, settings: dict, episodes: int | None = None) -> tuple[float, float, float, float]:
+    """(total seconds, seconds inside the loss calls, evaluations, seconds drawing the torch
+    adapter's normals) of one blackbox fit."""
+    inside, drawing = [0.0], [0.0]
 
-    def timed_call(self: EpisodeLoss, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            inside[0] += time.perf_counter() - start
+    def timed(function: Callable, into: list[float]) -> Callable:
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                into[0] += time.perf_counter() - start
+        return call
 
     support, labels = data.support[:episodes], data.support_labels[:episodes]
     head = get_head("blackbox", **settings, **NO_STOP)
-    EpisodeLoss.__call__ = timed_call
+    original, normals = EpisodeLoss.__call__, torch_adapter.episode_normals
+    EpisodeLoss.__call__, torch_adapter.episode_normals = timed(original, inside), timed(normals, drawing)
     try:
         start = time.perf_counter()
         fit = head.fit(support, labels, data.n_way, generator=torch.Generator().manual_seed(0))
         total = time.perf_counter() - start
     finally:
-        EpisodeLoss.__call__ = original
-    return total, inside[0], float(fit.stats["evaluations"].sum())
+        EpisodeLoss.__call__, torch_adapter.episode_normals = original, normals
+    return total, inside[0], float(fit.stats["evaluations"].sum()), drawing[0]
+
+
+def one_draw_seconds(episodes: int, popsize: int, size: int, generations: int) -> float:
+    """Seconds of the same normals as `generations` batched draws [E, K, P] from one generator (the
+    alternative to one generator per episode: its heads would depend on the batch), one thread."""
+    generator, out = torch.Generator().manual_seed(0), torch.empty(episodes, popsize, size)
+    with intra_op_threads(1):
+        start = time.perf_counter()
+        for _ in range(generations):
+            torch.randn(out.shape, generator=generator, out=out)
+        return time.perf_counter() - start
 
 
 def goal_overhead(data: Episodes, args) -> None:
-    """Goal 1: time outside the loss <= time inside, diagonal CMA-ES."""
-    settings = {"library": "cma", "optimizer": "diagonal", "budget": args.budget}
-    total, inside, evaluations = fit_seconds(data, settings)
-    outside = total - inside
-    print(f"\n1. cma diagonal CMA-ES, {len(data.support)} episodes x {args.budget} evaluations "
-          f"(population {default_population((data.support.shape[2] + 1) * data.n_way)}): total {total:.1f} s")
-    print(f"   inside the loss calls {inside:.2f} s ({1e6 * inside / evaluations:.1f} us / evaluation), "
-          f"outside (pycma + adapter) {outside:.2f} s: outside / inside = {outside / inside:.2f} (goal <= 1)")
+    """Goal 1: time outside the loss <= time inside, diagonal CMA-ES: pycma and the torch adapter."""
+    size = (data.support.shape[2] + 1) * data.n_way
+    popsize = default_population(size)
+    print(f"\n1. diagonal CMA-ES, {len(data.support)} episodes x {args.budget} evaluations "
+          f"(population {popsize}, P = {size})")
+    adapters = {"cma": ("diagonal", "pycma + adapter"), "torch": ("sep_cma", "torch sep-CMA")}
+    for library in args.libraries.split(","):
+        optimizer, what = adapters[library]
+        total, inside, evaluations, drawing = fit_seconds(data, {"library": library, "optimizer": optimizer,
+                                                                 "budget": args.budget})
+        outside = total - inside
+        print(f"   {library:5s} {optimizer:8s}: total {total:6.1f} s, inside the loss calls {inside:6.2f} s "
+              f"({1e6 * inside / evaluations:.1f} us / evaluation), outside ({what}) {outside:6.2f} s: "
+              f"outside / inside = {outside / inside:.2f} (goal <= 1)")
+        if library == "torch":
+            batched = one_draw_seconds(len(data.support), popsize, size, math.ceil(args.budget / popsize))
+            print(f"   of which drawing the normals, one generator per episode: {drawing:.2f} s "
+                  f"({drawing / inside:.2f} of the loss time); the same normals in one batched draw per "
+                  f"generation: {batched:.2f} s; the rest (ask, tell, bookkeeping): {outside - drawing:.2f} s "
+                  f"({(outside - drawing) / inside:.2f} of the loss time)")
 
 
 def goal_batching(data: Episodes, args) -> None:
     """Goal 2: evotorch CEM batched across episodes vs one episode at a time, per evaluation."""
     settings = {"library": "evotorch", "optimizer": "cem", "budget": args.budget}
-    total, _, evaluations = fit_seconds(data, settings)
-    loop, _, loop_evaluations = fit_seconds(data, {**settings, "episodes_at_once": 1}, args.loop_episodes)
+    total, _, evaluations, _ = fit_seconds(data, settings)
+    loop, _, loop_evaluations, _ = fit_seconds(data, {**settings, "episodes_at_once": 1}, args.loop_episodes)
     batched, single = total / evaluations, loop / loop_evaluations
     print(f"\n2. evotorch cem, budget {args.budget}: batched over {len(data.support)} episodes {total:.1f} s "
           f"({1e6 * batched:.1f} us / evaluation); one at a time on {args.loop_episodes} episodes {loop:.1f} s "
@@ -125,6 +154,7 @@ GOALS = {"overhead": goal_overhead, "batching": goal_batching, "loss": goal_loss
 def main() -> None:
     parser = bench_parser(__doc__, GOALS)
     parser.add_argument("--budget", type=int, default=1000, help="evaluations per episode")
+    parser.add_argument("--libraries", default="cma,torch", help="goal 1's adapters: cma, torch or both")
     parser.add_argument("--loop-episodes", type=int, default=30, help="episodes of the one-at-a-time loop")
     parser.add_argument("--population", type=int, default=28, help="candidates per episode in goal 3")
     args = parser.parse_args()

@@ -5,10 +5,17 @@
    loop is timed on --reference-episodes and scaled to the same number of episodes (it is a
    loop over independent episodes: its time is linear in them).
 2. MLP pattern search: incremental candidates against a full forward pass per candidate, the same
-   trajectory (goal: >= 30x).
-3. The NNGP volume analysis against the linear one on the same episodes (goal: <= 1.2x).
+   trajectory (goal: >= 30x); --search-episodes (10) 5-way 5-shot episodes of 640-d features,
+   H = 64, --search-evaluations (1000) per episode, both variants (`parallel` in blocks of 256,
+   `opportunistic`).
+3. The NNGP volume analysis against the linear one on the same --volume-episodes (100) 5-way
+   episodes, 1 and 5 shots, 15 queries per class, no good/poisoned volumes (goal: <= 1.2x), with
+   the levels and the time per level and episode of each: the levels are inherent (a smaller
+   volume needs more), the time per level is what the prior adds.
+4. The finite-width (H = 64) volume analysis in weight space of 100 5-way 1-shot episodes (goal:
+   under 5 minutes, per-episode error of log10 P(fit) at most 0.3 decades), beside the NNGP one.
 
-    python bench/network_heads.py [--episodes 600] [--reference-episodes 60]
+    python bench/network_heads.py [--episodes 600] [--reference-episodes 60] [--threads 0]
 """
 from __future__ import annotations
 
@@ -64,8 +71,14 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--reference-episodes", type=int, default=60)
     parser.add_argument("--search-episodes", type=int, default=10)
-    parser.add_argument("--volume-episodes", type=int, default=25)
+    parser.add_argument("--search-evaluations", type=int, default=1000)
+    parser.add_argument("--volume-episodes", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads for 1-3 (0: torch's default)")
+    parser.add_argument("--mlp-volume-episodes", type=int, default=100)
+    parser.add_argument("--mlp-volume-threads", type=int, default=1)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     support, labels, _, _ = episodes(args.episodes, 5, 640)
@@ -83,31 +96,73 @@ def main() -> None:
           f"{reference / batched:.0f}x (goal >= 50x); support accuracy {float(fit.stats['fitted'].mean()):.3f}")
 
     support, labels, _, _ = episodes(args.search_episodes, 5, 640, seed=1)
-    # The parallel variant evaluates whole blocks of candidates per round, so the per-candidate cost
-    # shows; opportunistic rounds are ~4 candidates and dominated by per-round overhead.
-    config = get_head("pattern_search", model="mlp", width=64, init="uniform", max_evaluations=2000,
-                      chunk_size=256, variant="parallel").config
-    times, params = [], []
-    for incremental in (True, False):
-        start = time.perf_counter()
-        result = search_network(_Quiet(config), model, support, labels, 5, torch.Generator().manual_seed(0), incremental)
-        times.append(time.perf_counter() - start)
-        params.append(result.params)
-    print(f"2. MLP pattern search (parallel, blocks of 256), {args.search_episodes} episodes, H=64, 2000 evaluations: incremental "
-          f"{times[0]:.2f} s, full forward {times[1]:.2f} s: {times[1] / times[0]:.0f}x (goal >= 30x); "
-          f"same result: {torch.equal(params[0], params[1])}")
+    # Both variants: parallel rounds are blocks of 256 candidates (the per-candidate cost shows);
+    # opportunistic rounds are ~4 candidates with an accepted move in about half of them (the
+    # per-round and per-accept costs show). The incremental search runs on one intra-op thread
+    # (its own choice, see mlp_compass.py); the reference keeps torch's threads.
+    for variant in ("parallel", "opportunistic"):
+        config = get_head("pattern_search", model="mlp", width=64, init="uniform", max_evaluations=args.search_evaluations,
+                          chunk_size=256, variant=variant).config
+        times, params = [], []
+        for incremental in (True, False):
+            start = time.perf_counter()
+            result = search_network(_Quiet(config), model, support, labels, 5, torch.Generator().manual_seed(0), incremental)
+            times.append(time.perf_counter() - start)
+            params.append(result.params)
+        print(f"2. MLP pattern search ({variant}), {args.search_episodes} episodes 5-way 5-shot 640-d, H=64, "
+              f"{args.search_evaluations} evaluations, {float(result.stats['accepted'].mean()):.0f} accepted moves per "
+              f"episode: incremental {times[0]:.2f} s, full forward {times[1]:.2f} s: {times[1] / times[0]:.0f}x "
+              f"(goal >= 30x); same result: {torch.equal(params[0], params[1])}")
 
-    support, labels, query, query_labels = episodes(args.volume_episodes, 1, 640, queries=15, seed=2)
-    ids = list(range(args.volume_episodes))
-    seconds = {}
-    for prior in ("gaussian", "nngp"):
-        config = VolumeConfig(enabled=True, prior=prior, poisoned=False)
-        start = time.perf_counter()
-        analyze_in_batches(support, labels, query, query_labels, 5, ids, config, seed=0, setting="bench")
-        seconds[prior] = time.perf_counter() - start
-    print(f"3. volume analysis, {args.volume_episodes} episodes 5-way 1-shot: linear {seconds['gaussian']:.2f} s, "
-          f"NNGP {seconds['nngp']:.2f} s: {seconds['nngp'] / seconds['gaussian']:.2f}x (goal <= 1.2x)")
+    # The same episodes under both priors, 1 and 5 shots, 15 queries per class. A splitting run's cost
+    # is (levels) x (cost per level); the levels follow from log10 P(fit) (one per factor of
+    # ~1 / level_fraction), so a smaller NNGP volume costs more levels: inherent. The time per
+    # level (per episode) is what the prior itself adds (kernel, factorization, sampling).
+    for shots in (1, 5):
+        support, labels, query, query_labels = episodes(args.volume_episodes, shots, 640, queries=15, seed=2)
+        ids = list(range(args.volume_episodes))
+        seconds, levels, volume = {}, {}, {}
+        for prior in ("gaussian", "nngp"):
+            config = VolumeConfig(enabled=True, prior=prior, poisoned=False)
+            start = time.perf_counter()
+            out = analyze_in_batches(support, labels, query, query_labels, 5, ids, config, seed=0, setting="bench")
+            seconds[prior] = time.perf_counter() - start
+            levels[prior], volume[prior] = float(out["levels"].mean()), float(out["log10_volume"].mean())
+        per_level = {prior: 1e3 * seconds[prior] / (levels[prior] * args.volume_episodes) for prior in seconds}
+        print(f"3. volume analysis, {args.volume_episodes} episodes 5-way {shots}-shot: linear {seconds['gaussian']:.2f} s "
+              f"({levels['gaussian']:.1f} levels, log10 P(fit) {volume['gaussian']:.2f}, {per_level['gaussian']:.2f} ms "
+              f"per level and episode), NNGP {seconds['nngp']:.2f} s ({levels['nngp']:.1f} levels, log10 P(fit) "
+              f"{volume['nngp']:.2f}, {per_level['nngp']:.2f} ms): {seconds['nngp'] / seconds['gaussian']:.2f}x "
+              f"(goal <= 1.2x); levels {levels['nngp'] / levels['gaussian']:.2f}x, time per level "
+              f"{per_level['nngp'] / per_level['gaussian']:.2f}x")
 
+    finite_width_volume(args.mlp_volume_episodes, args.mlp_volume_threads)
+
+
+def finite_width_volume(count: int, threads: int) -> None:
+    """Goal 4: the finite-width (H = 64) volume analysis in weight space beside the NNGP one, same episodes.
+
+    Alone: cd bench && python -c "import network_heads; network_heads.finite_width_volume(100, 1)"
+    """
+    support, labels, query, query_labels = episodes(count, 1, 640, queries=15, seed=3)
+    ids, before = list(range(count)), torch.get_num_threads()
+    # Small batched ops (5 points x 64 units per chain): one intra-op thread avoids the sync cost of two.
+    torch.set_num_threads(threads)
+    out, seconds = {}, {}
+    for name, model in (("NNGP", "linear"), ("H=64", "mlp")):
+        config = VolumeConfig(enabled=True, prior="nngp", model=model, width=64, poisoned=False)
+        start = time.perf_counter()
+        out[name] = analyze_in_batches(support, labels, query, query_labels, 5, ids, config, seed=0, setting="bench")
+        seconds[name] = time.perf_counter() - start
+    torch.set_num_threads(before)
+    se = out["H=64"]["log10_volume_se"]
+    print(f"4. finite-width volume analysis (weight space), {count} episodes 5-way 1-shot 640-d, H=64, 64 chains x 4 "
+          f"repeats, {threads} thread(s): {seconds['H=64']:.1f} s (goal < 300 s; the NNGP's {seconds['NNGP']:.1f} s on "
+          f"the same episodes); per-episode error of log10 P(fit): median {float(se.median()):.3f}, max "
+          f"{float(se.max()):.3f} decades (goal <= 0.3), {int((se > 0.3).sum())} episodes over; mean log10 P(fit) "
+          f"{float(out['H=64']['log10_volume'].mean()):.2f} (NNGP {float(out['NNGP']['log10_volume'].mean()):.2f}); "
+          f"volume-weighted accuracy {float(out['H=64']['expected_accuracy'].mean()):.3f} "
+          f"(NNGP {float(out['NNGP']['expected_accuracy'].mean()):.3f})")
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,7 @@ DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian",
                           "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 1000}},
     # An evolution strategy next to pattern search and SGD: diagonal CMA-ES, budget sized to the demo's time.
-    "blackbox_cma": {"head": "blackbox", "library": "cma", "optimizer": "diagonal", "budget": 100, "population": 10}}
+    "blackbox_cma": {"head": "blackbox", "library": "torch", "optimizer": "sep_cma", "budget": 1000, "population": 10}}
 # The demo's volume analysis: first 100 episodes per setting, good/poisoned volumes on the first
 # 8 of them, sized to fit its time budget (see docs/volume.md). Blocks of 10 points:
 # whole-column moves fail on the 100-point poisoned polytopes (runs stall or die).

@@ -16,7 +16,18 @@ ratio is consistent, unlike 1 / guesses (E[1 / G] > p).
 
 Guesses are drawn in batches for all episodes at once; which random number goes to which
 guess depends on the batch layout, so results are reproducible for the same generator, batch
-and config.
+and config. Their losses come from the public episode loss (`EpisodeLoss.losses`: the head
+model's logits, the raw or normalized loss, nothing counted); the head keeps its own counts
+(`guesses` up to the first fit, `tested` and `fits` for the volume) and the band's low edge.
+The same heads as the head's former in-head loss, and no slower: 0.83-0.93 of its time with
+both on one thread (`bench/episode_loss_reuse.py`). The search runs on one torch thread, like
+the episode loss; the former ran on torch's threads, which on the busy 2-core machine made the
+evaluation 1.5-2.3x slower (a thread barrier per pass over small tensors).
+
+`model: mlp` (issue 19) guesses networks: every parameter drawn from `distribution` at scale
+`scale / sqrt(fan_in)` per layer, like the network's starts (`fewshot.heads.mlp_model`), the
+whole network evaluated by the model. `method: exact` is logit-space and takes linear heads
+(or the infinite-width network, `distribution: nngp`).
 
 Example:
     >>> head = get_head("guess_check", distribution="gaussian", max_guesses=10_000)
@@ -32,9 +43,12 @@ from typing import Any, Literal
 import torch
 
 from fewshot.heads.base import HeadFit, HeadOptimizer, register_head
-from fewshot.heads.common import linear_accuracy, linear_loss, validate_inputs, with_bias_column
-from fewshot.heads.losses import LossKind, normalized_loss, span_gram_pinv, span_norm_sq
+from fewshot.heads.common import validate_inputs
+from fewshot.heads.episode_loss import EpisodeLoss, intra_op_threads
 from fewshot.heads.guess_check_exact import exact_settings, fit_exact_head, nngp_settings
+from fewshot.heads.head_model import MAX_DEPTH, ModelSettings, model_of
+from fewshot.heads.losses import LossKind
+from fewshot.heads.protocol import FitProtocol
 from fewshot.heads.runtimes import RuntimeTracker, default_targets, targets_rule
 
 _BATCH_ELEMENTS = 1 << 23  # parameter values drawn per batch (all running episodes together)
@@ -45,8 +59,8 @@ class GuessCheckHead(HeadOptimizer):
     """Random guessing until the support set is fitted; reports how many guesses it took."""
 
     @dataclass
-    class Config:
-        """Args:
+    class Config(ModelSettings):
+        """Args (and those of `ModelSettings`: model, width, depth; `mlp` with method rejection):
             distribution: `uniform` on [-scale, scale] per parameter, or `gaussian` (std scale).
             scale: the half-width (uniform) or standard deviation (gaussian).
             bias: draw a bias too; without it the bias is 0.
@@ -96,7 +110,27 @@ class GuessCheckHead(HeadOptimizer):
                  "exact with distribution nngp (rejection draws finite heads; the NNGP is the infinite-width limit)"),
                 (c.distribution != "nngp" or c.loss == "raw", "loss",
                  "raw with distribution nngp (the NNGP describes the logits, not the weights a norm needs)"),
-                (c.distribution != "nngp" or nngp_settings(self) is not None, "nngp", "valid")]
+                (c.distribution != "nngp" or nngp_settings(self) is not None, "nngp", "valid"),
+                (c.model == "linear" or c.method == "rejection", "model",
+                 "linear with method exact (exact guess & check works in logit space, where a finite network has no "
+                 "Gaussian prior: for a network head use method: rejection, or distribution: nngp for its "
+                 "infinite-width limit)"),
+                (c.width >= 1, "width", ">= 1"), (1 <= c.depth <= MAX_DEPTH, "depth", f"1 or {MAX_DEPTH} (hidden layers)"),
+                (c.model == "linear" or c.loss != "span_norm", "loss",
+                 "raw or full_norm with model: mlp (span_norm projects a linear head onto the support span)"),
+                (c.model == "linear" or c.bias, "bias", "true with model: mlp (a network's biases are part of it)")]
+
+    def _guesses(self, episodes: int, batch: int, dim: int, n_way: int, generator: torch.Generator,
+                 device: torch.device) -> torch.Tensor:
+        """Flat guesses [A, B, P] in the head model's layout (linear: weight rows, then the bias row)."""
+        c, model = self.config, model_of(self.config)
+        if c.model != "linear":
+            return model.draw_start(c.distribution, c.scale, episodes * batch, dim, n_way, generator,
+                                    device).view(episodes, batch, -1)
+        draws = self._draw((episodes, batch, dim + 1 if c.bias else dim, n_way), generator, device)
+        if not c.bias:  # no bias drawn: a zero bias row
+            draws = torch.nn.functional.pad(draws, (0, 0, 0, 1))
+        return draws.view(episodes, batch, -1)
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
         c = self.config
@@ -111,35 +145,33 @@ class GuessCheckHead(HeadOptimizer):
         validate_inputs(support, labels, n_way)
         if self.config.method == "exact":
             return fit_exact_head(self, support, labels, n_way, generator=generator)
-        c, labels = self.config, labels.long()
-        support = support.float()
-        episodes, shots, dim = support.shape
+        with intra_op_threads(1):
+            return self._rejection(support.float(), labels.long(), n_way, generator)
+
+    def _rejection(self, support: torch.Tensor, labels: torch.Tensor, n_way: int,
+                   generator: torch.Generator) -> HeadFit:
+        """Guess in batches until every episode fitted or spent `max_guesses` (see the module doc)."""
+        c, model = self.config, model_of(self.config)
+        episodes, _, dim = support.shape
         device = support.device
-        rows = dim + 1 if c.bias else dim
-        features = with_bias_column(support) if c.bias else support
-        params = support.new_zeros(episodes, rows, n_way)
-        best_loss = torch.full((episodes,), math.inf, device=device)
+        # Parameters drawn per guess (the batch size rule; a linear head without bias draws no bias row).
+        drawn = ((dim + 1 if c.bias else dim) * n_way) if c.model == "linear" else model.n_params(dim, n_way)
+        losses = EpisodeLoss(support, labels, n_way, protocol=FitProtocol(loss=c.loss), budget=c.max_guesses,
+                             model=model, threads=None)
+        params = support.new_zeros(episodes, model.n_params(dim, n_way))
+        best_loss = torch.full((episodes,), math.inf, dtype=torch.float64, device=device)
         guesses = torch.zeros(episodes, dtype=torch.long, device=device)
         tested, fit_count = torch.zeros_like(guesses), torch.zeros_like(guesses)
-        pinv = span_gram_pinv(support) if c.loss == "span_norm" else None
         done = torch.zeros(episodes, dtype=torch.bool, device=device)
         tracker = RuntimeTracker(episodes, c.targets, device)
         while True:
             active = (~done & (guesses < c.max_guesses)).nonzero().squeeze(1)
             if active.numel() == 0:
                 break
-            batch = c.batch or max(1, _BATCH_ELEMENTS // (len(active) * rows * n_way))
-            draws = self._draw((len(active), batch, rows, n_way), generator, device)
-            # Logits of every guess [A, B, S, N] in one bmm.
-            logits = torch.bmm(features[active], draws.permute(0, 2, 1, 3).reshape(len(active), rows, -1))
-            logits = logits.view(len(active), shots, batch, n_way).transpose(1, 2)
-            loss = linear_loss(logits, labels[active].unsqueeze(1))                        # [A, B]
-            if c.loss != "raw":
-                norm_sq = draws.double().square().sum((2, 3)) if c.loss == "full_norm" \
-                    else span_norm_sq(logits, pinv[active])
-                loss = normalized_loss(logits.double(), labels[active].unsqueeze(1), norm_sq.sqrt()).float()
-            fits = linear_accuracy(logits, labels[active].unsqueeze(1)) == 1.0
-            accurate = fits.clone()
+            batch = c.batch or max(1, _BATCH_ELEMENTS // (len(active) * drawn))
+            draws = self._guesses(len(active), batch, dim, n_way, generator, device)       # [A, B, P]
+            loss, accurate = losses.losses(draws, active)                                 # [A, B]
+            fits = accurate.clone()
             if c.loss_threshold is not None:
                 fits &= loss < c.loss_threshold
             if c.band is not None:
@@ -163,8 +195,6 @@ class GuessCheckHead(HeadOptimizer):
             best_loss[active[keep]] = picked_loss[keep]
             guesses[active] += torch.where(found, first + 1, allowed.sum(dim=1))
             done[active] = found
-        weight = params[:, :dim].contiguous()
-        bias = params[:, dim].contiguous() if c.bias else support.new_zeros(episodes, n_way)
-        stats = {**tracker.stats(guesses, rows * n_way), "guesses": guesses.float(), "failed": (~done).float(), "support_loss": best_loss,
-                 "tested": tested.float(), "fits": fit_count.float()}
-        return HeadFit(weight, bias, stats=stats)
+        stats = {**tracker.stats(guesses, drawn), "guesses": guesses.float(), "failed": (~done).float(),
+                 "support_loss": best_loss.float(), "tested": tested.float(), "fits": fit_count.float()}
+        return model.head_fit(params, dim, n_way, stats)

@@ -11,10 +11,13 @@ column; i = fan_in is the bias), so:
   logits by delta (x) W_next[j]: O(S * N);
 - a move in the first of two hidden layers changes the second layer's pre-activations by
   delta (x) W2[j] (O(S * H)) and the logits by a forward pass of the small read-out.
-A candidate never costs the first layer's O(S * D * H) forward pass. Accepted moves recompute
-the state with a full forward pass (float64 throughout), so no rounding accumulates.
-`incremental=False` evaluates every candidate with that full forward pass instead: the reference
-of the tests and bench/network_heads.py (same trajectory).
+A candidate never costs the first layer's O(S * D * H) forward pass, and neither does an
+accepted move: the state is updated by the same arithmetic (`_State.accept`; float64 throughout),
+and recomputed exactly by a full forward pass whenever an episode's radius halves, so rounding
+cannot pile up over a radius level. The rounds are thousands of small ops: they run on one
+intra-op thread (a second one only adds its wake-up latency, ~10x on a loaded 2-core machine).
+`incremental=False` evaluates every candidate, and recomputes every accepted move, with a full
+forward pass instead: the reference of the tests and bench/network_heads.py (same trajectory).
 
 Example:
     >>> fit = search_network(head, model, support, labels, 5, generator)
@@ -28,6 +31,7 @@ import torch
 
 from fewshot.heads.common import linear_accuracy, linear_loss
 from fewshot.heads.compass import episode_keys, poll_order, poll_side
+from fewshot.heads.episode_loss import intra_op_threads
 from fewshot.heads.losses import normalized_loss
 from fewshot.heads.mlp_model import MLPModel, with_ones
 from fewshot.heads.protocol import reached_stop
@@ -79,9 +83,7 @@ class _State:
 
         Only columns and small layers are gathered per candidate, never a first layer [D + 1, H].
         """
-        ends = self.model.offsets(self.dim, self.n_way)
-        shapes = self.model.shapes(self.dim, self.n_way)
-        layer_of = torch.bucketize(param, torch.tensor(ends[1:-1], device=param.device), right=True)
+        ends, shapes, layer_of = self._locate(param)
         out = torch.empty(len(rows), dtype=torch.float64, device=rows.device)
         last, views = len(shapes) - 1, self.layers()
         for index, (fan_in, fan_out) in enumerate(shapes):
@@ -89,13 +91,7 @@ class _State:
             if pick.numel() == 0:
                 continue
             r, s = rows[pick], step[pick].unsqueeze(1)
-            local = param[pick] - ends[index]
-            i, j = local // fan_out, local % fan_out
-            if index == 0:
-                x = self.inputs[r, :, i]                                                    # [K, S]
-            else:   # the previous layer's unit i, or the ones column of the bias
-                unit = self.pres[index - 1][r, :, i.clamp(max=fan_in - 1)].relu()
-                x = torch.where((i == fan_in).unsqueeze(1), torch.ones_like(unit), unit)
+            _, j, x = self._column(index, r, param[pick] - ends[index], fan_in, fan_out)
             if index == last:
                 logits = self.logits[r].clone()
                 logits[torch.arange(len(r), device=r.device), :, j] += s * x
@@ -113,6 +109,55 @@ class _State:
             layer_sq[:, index] = (layer_sq[:, index] + 2 * s.squeeze(1) * theta + s.squeeze(1) ** 2).clamp_min(0)
             out[pick] = self.loss_of(logits, layer_sq.prod(-1), self.labels[r])
         return out
+
+    def _locate(self, param: torch.Tensor) -> tuple[list[int], list[tuple[int, int]], torch.Tensor]:
+        """(layer offsets, layer shapes, the layer [K] of each flat parameter index)."""
+        ends = self.model.offsets(self.dim, self.n_way)
+        layer_of = torch.bucketize(param, param.new_tensor(ends[1:-1]), right=True)
+        return ends, self.model.shapes(self.dim, self.n_way), layer_of
+
+    def _column(self, index: int, rows: torch.Tensor, local: torch.Tensor, fan_in: int,
+                fan_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input unit i [K], output unit j [K], input column a_i [K, S]) of weights `local` of a layer."""
+        i, j = local // fan_out, local % fan_out
+        if index == 0:
+            return i, j, self.inputs[rows, :, i]
+        # the previous layer's unit i, or the ones column of the bias
+        unit = self.pres[index - 1][rows, :, i.clamp(max=fan_in - 1)].relu()
+        return i, j, torch.where((i == fan_in).unsqueeze(1), torch.ones_like(unit), unit)
+
+    def accept(self, rows: torch.Tensor, param: torch.Tensor, step: torch.Tensor) -> None:
+        """Move parameter param[k] of episode rows[k] (distinct) by step[k], updating the state in O(S * N)
+        per move (O(S * H) in the first of two hidden layers) by the arithmetic of `move_losses`, so
+        the new loss is the accepted candidate's. `refresh` clears the rounding this accumulates."""
+        ends, shapes, layer_of = self._locate(param)
+        last, views = len(shapes) - 1, self.layers()
+        theta = self.params[rows, param]
+        self.layer_sq[rows, layer_of] = (self.layer_sq[rows, layer_of] + 2 * step * theta + step ** 2).clamp_min(0)
+        self.params[rows, param] += step
+        for index, (fan_in, fan_out) in enumerate(shapes):
+            pick = (layer_of == index).nonzero().squeeze(1)
+            if pick.numel() == 0:
+                continue
+            r, s = rows[pick], step[pick].unsqueeze(1)
+            _, j, x = self._column(index, r, param[pick] - ends[index], fan_in, fan_out)
+            if index == last:
+                self.logits[r, :, j] += s * x
+                continue
+            old = self.pres[index][r, :, j]
+            new = old + s * x
+            self.pres[index][r, :, j] = new
+            change = ((new.relu() - old.relu()).unsqueeze(2) * views[index + 1][r, j].unsqueeze(1))
+            if index + 1 == last:
+                self.logits[r] += change
+                continue
+            self.pres[index + 1][r] += change
+            hidden = self.pres[index + 1][r]
+            for layer in views[index + 2:]:
+                grid = layer[r]
+                hidden = torch.baddbmm(grid[:, -1:], hidden.relu(), grid[:, :-1])
+            self.logits[r] = hidden
+        self.loss[rows] = self.loss_of(self.logits[rows], self.layer_sq[rows].prod(-1), self.labels[rows])
 
     def forward_losses(self, rows: torch.Tensor, param: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         """The same losses by a full forward pass of every candidate (the reference; the current
@@ -144,6 +189,15 @@ def search_network(head: Any, model: MLPModel, support: torch.Tensor, labels: to
         generator: draws the start and the poll keys.
         incremental: False evaluates each candidate with a full forward pass (the reference).
     """
+    # The incremental rounds are thousands of small ops: a second intra-op thread only adds its wake-up
+    # latency (milliseconds per op on a loaded 2-core machine), so they run on one thread.
+    with intra_op_threads(1 if incremental and support.device.type == "cpu" else None):
+        return _search(head, model, support, labels, n_way, generator, incremental)
+
+
+def _search(head: Any, model: MLPModel, support: torch.Tensor, labels: torch.Tensor, n_way: int,
+            generator: torch.Generator, incremental: bool) -> Any:
+    """The search of `search_network` (same arguments)."""
     c = head.config
     episodes, _, dim = support.shape
     device = support.device
@@ -198,14 +252,19 @@ def search_network(head: Any, model: MLPModel, support: torch.Tensor, labels: to
         won = moved.nonzero().squeeze(1)
         if won.numel():
             rows, taken, signed = live[won], param[won, pick[won]], step[won, pick[won]]
-            state.params[rows, taken] += signed
-            state.refresh(rows)
+            if incremental:
+                state.accept(rows, taken, signed)
+            else:
+                state.params[rows, taken] += signed
+                state.refresh(rows)
             accepted[rows] += 1
             head.on_accept(rows, taken, signed)
         polled[live] += torch.where(moved, 0, counted)
         position[live] += torch.where(moved, 0, chunk)
         finished = polled[live] >= size
         radius[live[finished]] /= 2
+        if incremental and bool(finished.any()):     # an exact state at every new radius: no drift
+            state.refresh(live[finished])
         restart = live[moved | finished]
         position[restart], polled[restart] = 0, 0
         polls[restart] += 1

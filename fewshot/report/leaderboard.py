@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Sequence
 
 from episodes.errors import fail
-from fewshot.results.bands import band_tables_markdown, markdown_cell
+from fewshot.results.bands import band_cell, band_name, band_table, markdown_cell
 from fewshot.results.document import csv_text, percent
-from fewshot.results.stats import CI_FORMULA, CI_METHOD, RANK_TEST, significance_ranks
+from fewshot.results.stats import CI_FORMULA, CI_METHOD, RANK_TEST, fitted_accuracy, significance_ranks
 from fewshot.report.volume_tables import volume_markdown
 
 LEADERBOARD_SCHEMA = "fewshot.leaderboard/1"
@@ -176,7 +176,8 @@ def format_accuracy(accuracy: float | None, ci95: float | None) -> str:
 
 def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> str:
     """One Markdown table per (dataset, ways, shots), ranked, accuracy in percent ± CI95; then
-    the band tables (`fewshot.results.bands`) and volume tables (`fewshot.volume`) of `docs` that have them.
+    the band tables (paired on episodes, `paired_band_table`) and volume tables (`fewshot.volume`) of
+    `docs` that have them.
 
     Args:
         rows: merged leaderboard rows.
@@ -199,10 +200,54 @@ def to_markdown(rows: Sequence[LeaderboardRow], docs: Sequence[dict] = ()) -> st
         if any(row.oracle for row in members):
             lines += ["", f"{ORACLE_MARK} saw the query set at fit time: a reference point, not ranked."]
         parts.append("\n".join(lines))
-    parts += [text for text in [band_tables_markdown(docs)] if text]
+    parts += [paired_band_markdown(doc) for doc in docs if doc.get("band_table")]
     if volume_text := volume_table(docs):
         parts.append(volume_text.rstrip("\n"))
     return "\n\n".join(parts) + "\n"
+
+
+PAIRED_BAND_NOTE = ("Mean query accuracy ± 95% CI over the row's paired episodes: those where every head of the "
+                    "row is fitted in the band (100% support accuracy, decision loss in (low, high]), so every "
+                    "column of a row averages the same episodes; (fitted in the band / episodes) per head.")
+
+
+def paired_band_table(head_docs: Sequence[dict]) -> dict | None:
+    """The band table (`fewshot.results.bands.band_table`) paired on episodes, or None without bands.
+
+    Each row gets `paired`, the number of episodes where every head of the row is fitted in its band,
+    and each cell `accuracy` over exactly those (its own fitted episodes stay under `own`), so the
+    columns of a row (SGD, pattern search, exact guess & check, ...) compare the same episodes.
+
+    Args:
+        head_docs: the `heads` of a results document.
+    """
+    table = band_table(head_docs)
+    if table is None:
+        return None
+    by_name = {doc["name"]: doc for doc in head_docs}
+    for row in table["rows"]:
+        heads = [by_name[cell["head"]] for cell in row["cells"].values()]
+        flags = [doc.get("per_episode_fitted") or [1] * len(doc["per_episode"]) for doc in heads]
+        paired = [int(all(flag[i] for flag in flags)) for i in range(min(map(len, flags)))]
+        row["paired"] = sum(paired)
+        for cell, doc in zip(row["cells"].values(), heads):
+            cell["own"] = cell["accuracy"]
+            cell["accuracy"] = fitted_accuracy(doc["per_episode"][:len(paired)], paired, drop=True)
+    return table
+
+
+def paired_band_markdown(doc: dict) -> str:
+    """The paired band table of one results document: rows = bands, a column per head, the paired count."""
+    table = paired_band_table(doc["heads"])
+    title = (f"{doc['dataset']['name']}: {doc['episodes']['n_way']}-way {doc['episodes']['k_shot']}-shot "
+             f"({doc['config'].get('name', '')})")
+    lines = [f"### {_cell(title)}: accuracy (%) per loss band, paired on episodes", "",
+             "| Band | Paired episodes | " + " | ".join(map(_cell, table["columns"])) + " |",
+             "|---|---:|" + "---:|" * len(table["columns"])]
+    for row in table["rows"]:
+        cells = [band_cell(row["cells"].get(column)) for column in table["columns"]]
+        lines.append(f"| {band_name(*row['band'])} | {row['paired']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", PAIRED_BAND_NOTE])
 
 
 def volume_table(docs: Sequence[dict]) -> str:

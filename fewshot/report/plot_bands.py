@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from matplotlib.axes import Axes
 
+from fewshot.report.leaderboard import paired_band_table
 from fewshot.results.bands import band_name
 
 
 def draw_band_panel(axes: Axes, doc: dict) -> None:
-    """Bands along x, one line per head column of `doc["band_table"]`, mean ± CI95 over fitted episodes.
+    """Bands along x, one line per head column of the band table, mean ± CI95 over each band's paired
+    episodes (`fewshot.report.leaderboard.paired_band_table`: those every head of the band fitted).
 
     Args:
         axes: where to draw.
         doc: a results document with a `band_table` (`fewshot.results.bands.band_table`).
     """
-    table = doc["band_table"]
+    table = paired_band_table(doc["heads"])
     names = [band_name(*row["band"]) for row in table["rows"]]
     for offset, column in enumerate(table["columns"]):
         points = [(x, row["cells"][column]["accuracy"]) for x, row in enumerate(table["rows"])
@@ -25,7 +27,7 @@ def draw_band_panel(axes: Axes, doc: dict) -> None:
                       yerr=[100 * (a["ci95"] or 0.0) for _, a in points], fmt="o-", capsize=3, label=column)
     axes.set_xticks(list(range(len(names))), names, fontsize=8)
     axes.set_xlabel("decision-loss band (low-high]", fontsize=8)
-    axes.set_ylabel("query accuracy (%), fitted episodes")
+    axes.set_ylabel("query accuracy (%), paired episodes")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=7)
     episodes = doc["episodes"]

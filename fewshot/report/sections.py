@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from fewshot.results.bands import BAND_NOTE, band_cell, band_name
-from fewshot.report.leaderboard import MISMATCH_MARK, LeaderboardRow
+from fewshot.results.bands import band_cell, band_name
+from fewshot.report.leaderboard import MISMATCH_MARK, PAIRED_BAND_NOTE, LeaderboardRow, paired_band_table
 from fewshot.report.plot import render_accuracy
 from fewshot.report.plot_runtime import has_runtimes, render_runtime
 from fewshot.report.figures import DPI, Difference, forest_plot
@@ -183,18 +183,26 @@ def _diagnostic_cell(value: object) -> str:
 
 
 def diagnostics(data: ReportData) -> tuple[str, str] | None:
-    """Mean ± CI95 of each diagnostic of the fitted heads (norm, margin, sharpness, ...)."""
+    """Mean ± CI95 of each diagnostic of the fitted heads (norm, margin, sharpness, ...); one a head's
+    model cannot have (its `absent_diagnostics`) shows as "—" with a footnote giving the reason."""
     parts = []
     several = len({row.run for row in data.rows}) > 1
     for doc, source in zip(data.docs, data.sources):
-        keys = sorted({key for head in doc["heads"] for key in (head.get("diagnostics") or {})})
+        absent = [head.get("absent_diagnostics") if isinstance(head.get("absent_diagnostics"), dict) else {}
+                  for head in doc["heads"]]
+        keys = sorted({key for head, gone in zip(doc["heads"], absent) for key in [*(head.get("diagnostics") or {}), *gone]})
         if not keys:
             continue
         title = _setting(doc) + (f" — {next(r.run for r in data.rows if r.source == source)}" if several else "")
-        rows = [(head["name"], *(_diagnostic_cell((head.get("diagnostics") or {}).get(key)) for key in keys))
-                for head in doc["heads"]]
+        reasons = list(dict.fromkeys(reason for gone in absent for reason in gone.values()))   # footnotes, in order
+        marks = {reason: f"({chr(ord('a') + i)})" if i < 26 else f"({i + 1})" for i, reason in enumerate(reasons)}
+        rows = [(head["name"], *(f"— {marks[gone[key]]}" if key in gone
+                                 else _diagnostic_cell((head.get("diagnostics") or {}).get(key)) for key in keys))
+                for head, gone in zip(doc["heads"], absent)]
+        notes = "".join(f" {mark} Not defined for this head: {reason}." for reason, mark in marks.items())
         parts.append(table_html(ReportTable(title=title, columns=("Head", *keys), rows=rows, numeric=keys,
-                                            note="Mean over episodes ± 95% CI (episodes where the value is finite).")))
+                                            note="Mean over episodes ± 95% CI (episodes where the value is finite)."
+                                                 + notes)))
     return ("Diagnostics", "".join(parts)) if parts else None
 
 
@@ -205,14 +213,15 @@ def extra_tables(data: ReportData) -> tuple[str, str] | None:
 
 
 def bands(data: ReportData) -> tuple[str, str] | None:
-    """Accuracy per (loss band, head): the seed's Tables 2-3 layout."""
+    """Accuracy per (loss band, head): the seed's Tables 2-3 layout, paired on episodes."""
     tables = []
     for doc in (doc for doc in data.docs if doc.get("band_table")):
-        table = doc["band_table"]
-        rows = [(band_name(*row["band"]), *(band_cell(row["cells"].get(column)) for column in table["columns"]))
-                for row in table["rows"]]
-        tables.append(ReportTable(title=f"{_setting(doc)}: accuracy (%) per loss band", columns=("Band", *table["columns"]),
-                                  rows=rows, numeric=tuple(table["columns"]), note=BAND_NOTE))
+        table = paired_band_table(doc["heads"])
+        rows = [(band_name(*row["band"]), str(row["paired"]),
+                 *(band_cell(row["cells"].get(column)) for column in table["columns"])) for row in table["rows"]]
+        tables.append(ReportTable(title=f"{_setting(doc)}: accuracy (%) per loss band, paired on episodes",
+                                  columns=("Band", "Paired episodes", *table["columns"]), rows=rows,
+                                  numeric=("Paired episodes", *table["columns"]), note=PAIRED_BAND_NOTE))
     return ("Loss bands", "".join(map(table_html, tables))) if tables else None
 
 
@@ -231,9 +240,15 @@ def volumes(data: ReportData) -> tuple[str, str] | None:
             note="Percentile of the head's query accuracy within the accuracies of all heads that fit the support "
                  "set, weighted by prior volume (what guess & check draws); 'at its loss': among those whose "
                  "normalized support loss is at most the head's own, per episode (guess & check at matched loss).")))
+    matched = any("matched" in head for doc in docs for head in doc["volume"]["heads"].values())
+    caption = ("Left: accuracy distribution of the heads that fit the support set, by prior volume, with each "
+               "head's mean. Middle: log10 volume with correct vs poisoned queries. Right: each head's accuracy "
+               "beside guess & check at its own normalized loss (± CI95) on the same episodes, and guess & check "
+               "over all fitting heads (grey)." if matched else
+               "Left: accuracy distribution of the heads that fit the support set, by prior volume, with each "
+               "head's mean. Right: log10 volume with correct vs poisoned queries.")
     parts.append(image_html(render_volume(docs, "png", dpi=DPI), "volume-weighted accuracy of the fitting heads",
-                            "Left: accuracy distribution of the heads that fit the support set, by prior volume, "
-                            "with each head's mean. Right: log10 volume with correct vs poisoned queries."))
+                            caption))
     return "Volume lab", "".join(parts)
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from episodes.io import atomic_write_bytes
 from fewshot.results.bands import markdown_cell
 
-__all__ = ["volume_markdown", "plot_volume", "render_volume", "volume_rows", "head_columns"]
+if TYPE_CHECKING:       # matplotlib is imported where a plot is drawn: the tables do not need it
+    from matplotlib.axes import Axes
+
+__all__ = ["volume_markdown", "plot_volume", "render_volume", "volume_rows", "head_columns", "matched_points",
+           "draw_matched"]
 HEAD_COLUMNS = ("Head", "Query accuracy (%)", "Percentile in the fitting region")
 # Guess & check at each head's own normalized loss (`volume.matched_loss`), beside the unmatched numbers.
 MATCHED_COLUMNS = ("Its loss", "G&C accuracy at its loss (%)", "Percentile at its loss", "log10 P(fit, loss <= its)")
@@ -100,8 +104,9 @@ def volume_markdown(docs: Sequence[dict]) -> str:
 
 
 def plot_volume(docs: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Per setting: the volume-weighted accuracy distribution with each head's mean marked, and
-    log10 volume good vs poisoned per episode. Written atomically as PNG or SVG."""
+    """Per setting: the volume-weighted accuracy distribution with each head's mean marked,
+    log10 volume good vs poisoned per episode, and with `matched_loss` each head beside guess & check
+    at its own loss (`draw_matched`). Written atomically as PNG or SVG."""
     path = Path(path)
     return atomic_write_bytes(path, render_volume(docs, "svg" if path.suffix.lower() == ".svg" else "png"))
 
@@ -112,11 +117,14 @@ def render_volume(docs: Sequence[dict], image_format: str = "png", dpi: int = 11
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     docs = [d for d in docs if "volume" in d]
-    figure = Figure(figsize=(10, 3.6 * max(1, len(docs))), layout="constrained")
+    panels = 3 if any(matched_points(doc) for doc in docs) else 2
+    figure = Figure(figsize=(5 * panels, 3.6 * max(1, len(docs))), layout="constrained")
     FigureCanvasAgg(figure)
     for row, doc in enumerate(docs):
         volume = doc["volume"]
-        left = figure.add_subplot(len(docs), 2, 2 * row + 1)
+        if panels == 3:
+            draw_matched(figure.add_subplot(len(docs), panels, panels * row + 3), doc)
+        left = figure.add_subplot(len(docs), panels, panels * row + 1)
         dist = volume["accuracy_distribution"]
         width = dist["accuracy"][1] - dist["accuracy"][0] if len(dist["accuracy"]) > 1 else 0.05
         left.bar([100 * a for a in dist["accuracy"]], dist["mass"], width=100 * width, color="tab:gray", alpha=0.6,
@@ -129,7 +137,7 @@ def render_volume(docs: Sequence[dict], image_format: str = "png", dpi: int = 11
         left.set_ylabel("volume fraction")
         left.set_title(f"{_setting(doc)}: accuracy of fitting heads", fontsize=10)
         left.legend(fontsize=7)
-        right = figure.add_subplot(len(docs), 2, 2 * row + 2)
+        right = figure.add_subplot(len(docs), panels, panels * row + 2)
         if "log10_volume_good" in volume:
             good = volume["log10_volume_good"]["per_episode"]
             poisoned = volume["log10_volume_poisoned"]["per_episode"]
@@ -148,3 +156,56 @@ def render_volume(docs: Sequence[dict], image_format: str = "png", dpi: int = 11
     buffer = io.BytesIO()
     figure.savefig(buffer, format=image_format, dpi=dpi)
     return buffer.getvalue()
+
+
+def matched_points(doc: dict) -> list[tuple[str, float, dict, int]]:
+    """Per head with a matched comparison: (name, its query accuracy, G&C's at its loss, episodes).
+
+    The head's accuracy is its mean over the episodes where the matched accuracy is defined (the
+    first `matched_episodes`, empty regions left out), so both points average the same episodes;
+    G&C's is the stored `matched.expected_accuracy` (mean, ci95 over episodes, mc_se).
+    """
+    accuracies = {head["name"]: head.get("per_episode") for head in doc.get("heads", [])}
+    points = []
+    for name, head in doc["volume"]["heads"].items():
+        matched = head.get("matched") or {}
+        estimate = matched.get("expected_accuracy") or {}
+        if estimate.get("mean") is None:
+            continue
+        own = accuracies.get(name)
+        measured = [i for i, value in enumerate(estimate["per_episode"]) if value is not None]
+        values = [own[i] for i in measured if own is not None and i < len(own) and own[i] is not None]
+        accuracy = sum(values) / len(values) if values and len(values) == len(measured) else head["accuracy_mean"]
+        points.append((name, accuracy, estimate, len(measured)))
+    return points
+
+
+def draw_matched(axes: "Axes", doc: dict) -> None:
+    """Each head's query accuracy beside guess & check's at the head's own normalized loss (± CI95 over
+    episodes), and guess & check over all fitting heads (the unmatched number, line and band).
+
+    Args:
+        axes: a matplotlib Axes.
+        doc: a results document whose `volume` heads have `matched` sections.
+    """
+    points = matched_points(doc)
+    volume = doc["volume"]
+    overall = volume["expected_accuracy"]
+    if overall.get("mean") is not None:
+        axes.axvline(100 * overall["mean"], color="tab:gray", linewidth=1, label="G&C, all fitting heads")
+        if overall.get("ci95") is not None:
+            axes.axvspan(100 * (overall["mean"] - overall["ci95"]), 100 * (overall["mean"] + overall["ci95"]),
+                         color="tab:gray", alpha=0.2)
+    y = list(range(len(points)))
+    axes.scatter([100 * accuracy for _, accuracy, _, _ in points], [v - 0.12 for v in y], color="tab:blue", zorder=3,
+                 label="the head")
+    axes.errorbar([100 * estimate["mean"] for _, _, estimate, _ in points], [v + 0.12 for v in y],
+                  xerr=[100 * (estimate.get("ci95") or 0.0) for _, _, estimate, _ in points], fmt="s",
+                  color="tab:orange", capsize=3, zorder=3, label="G&C at the head's loss (± CI95)")
+    axes.set_yticks(y, [f"{name} ({count})" for name, _, _, count in points], fontsize=7)
+    axes.set_ylim(len(points) - 0.5, -0.5)              # first head on top
+    kind = volume["heads"][points[0][0]]["matched"]["loss_kind"] if points else ""
+    axes.set_xlabel("query accuracy (%)")
+    axes.set_title(f"guess & check at each head's {kind} loss (episodes)", fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(fontsize=7)

@@ -55,6 +55,8 @@ class HeadResult:
         fit_seconds: wall time spent fitting this head on all E episodes.
         diagnostics: per-episode measurements of the fitted heads (norm, margin, ...), each [E].
         oracle: the head saw the queries at fit time (a reference row, never ranked).
+        absent_diagnostics: diagnostic name -> why the head's model cannot have it (e.g. a linear-only
+            one for a network head); stored as such, never as a 0 among `diagnostics`.
     """
 
     name: str
@@ -63,6 +65,7 @@ class HeadResult:
     fit_seconds: float
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
     oracle: bool = False
+    absent_diagnostics: dict[str, str] = field(default_factory=dict)
 
 
 def results_filename(n_way: int, k_shot: int) -> str:
@@ -155,6 +158,8 @@ def build_results(*, config: dict, dataset: dict, backbone: dict, episodes: dict
                   "fit_seconds": float(head.fit_seconds),
                   "diagnostics": {key: _summarize_diagnostic(value) for key, value in head.diagnostics.items()
                                   if value.dim() == 1},  # [E, T] runtimes are stored per episode instead
+                  **({"absent_diagnostics": dict(sorted(head.absent_diagnostics.items()))}
+                     if head.absent_diagnostics else {}),
                   **({"oracle": True} if head.oracle else {})}
                  for head, values in zip(heads, stored)]
     for head, doc in zip(heads, head_docs):

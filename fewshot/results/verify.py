@@ -70,6 +70,8 @@ HEAD_CHECKS: tuple[Check, ...] = (
     ("accuracy.n", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     ("diagnostics", lambda v: v is None or (isinstance(v, dict) and all(isinstance(d, dict) for d in v.values())),
      "an object of objects"),
+    ("absent_diagnostics", lambda v: isinstance(v, dict) and all(isinstance(r, str) and r.strip() for r in v.values()),
+     "an object of diagnostic names to non-empty reasons"),
     ("per_episode_fitted", lambda v: isinstance(v, list) and all(flag in (0, 1) and _integer(flag) for flag in v),
      "a list of 0/1 flags"),
     *((key, lambda v: isinstance(v, list) and all(_integer(c) and c >= 0 for c in v), "a list of integers >= 0")
@@ -138,6 +140,9 @@ VOLUME_CHECKS: tuple[Check, ...] = (
     *((key, _estimate(None, 0.0), "an estimate of a log10 probability (<= 0)")
       for key in ("log10_volume_good", "log10_volume_poisoned")),
     ("log10_good_over_poisoned", _estimate(None, None), "an estimate"),
+    # Issue 19's weight-space model; absent in files written before it (then `linear`).
+    ("prior.model", lambda v: v in ("linear", "mlp"), "'linear' or 'mlp'"),
+    ("prior.width", lambda v: v is None or (_integer(v) and v >= 1), "null or an integer >= 1 (hidden units)"),
     ("accuracy_quantiles.q", _numbers(0.0, 1.0, length=True), "a list of levels in [0, 1]"),
     ("accuracy_quantiles.mean_over_episodes", _numbers(0.0, 1.0, length=True), "a list of accuracies in [0, 1]"),
     ("accuracy_distribution.accuracy", _numbers(0.0, 1.0, length=True), "a list of accuracies in [0, 1]"),
@@ -181,7 +186,7 @@ def _volume_problems(doc: dict) -> list[str]:
         return []
     if not isinstance(volume, dict):
         return ["volume is not an object"]
-    problems = _apply(VOLUME_CHECKS, volume, "volume.", optional=VOLUME_OPTIONAL)
+    problems = _apply(VOLUME_CHECKS, volume, "volume.", optional=(*VOLUME_OPTIONAL, "prior.model", "prior.width"))
     count = volume.get("episodes")
     for key in ("log10_volume", "expected_accuracy", *VOLUME_OPTIONAL):
         values = volume[key].get("per_episode") if isinstance(volume.get(key), dict) else None
@@ -228,8 +233,12 @@ def type_problems(doc: dict) -> list[str]:
     if not isinstance(heads, list) or not heads or not all(isinstance(head, dict) for head in heads):
         return problems + ["heads is not a non-empty list of objects"]
     for i, head in enumerate(heads):
-        problems += _apply(HEAD_CHECKS, head, f"heads.{i}.", optional=("accuracy.std", "diagnostics",
+        problems += _apply(HEAD_CHECKS, head, f"heads.{i}.", optional=("accuracy.std", "diagnostics", "absent_diagnostics",
                                                                         *PER_EPISODE_RECORDS, *RUNTIME_RECORDS))
+        both = set(head.get("absent_diagnostics") or {}) & set(head.get("diagnostics") or {}) \
+            if isinstance(head.get("absent_diagnostics"), dict) and isinstance(head.get("diagnostics"), dict) else set()
+        problems += [f"heads.{i}.diagnostics.{name} is recorded, but heads.{i}.absent_diagnostics says the head "
+                     f"cannot have it" for name in sorted(both)][:1]
         if isinstance(head.get("per_episode_runtimes"), list) and isinstance(head.get("runtime_targets"), list):
             problems += [f"heads.{i}.per_episode_runtimes.{e} has {len(row)} entries for "
                          f"{len(head['runtime_targets'])} targets" for e, row in enumerate(head["per_episode_runtimes"])

@@ -15,7 +15,7 @@ import torch
 
 from episodes import Episodes
 from fewshot.config import FeaturesConfig, head_spec
-from fewshot.run.diagnostics import diagnose
+from fewshot.run.diagnostics import absent_diagnostics, diagnose
 from fewshot.heads import HeadOptimizer, Queries, get_head
 from fewshot.run.preprocess import preprocess
 from fewshot.results.document import HeadResult
@@ -53,7 +53,7 @@ def evaluate_chunk(label: str, head: HeadOptimizer, tensors: tuple[torch.Tensor,
     accuracy = (head.predict(fit, query).argmax(-1) == query_labels).float().mean(-1)
     diagnostics = diagnose(head, fit, support, labels, generator=generator)
     diagnostics.update({f"fit_{name}": value.float() for name, value in fit.stats.items()})
-    return {"accuracy": accuracy.cpu(), "seconds": seconds,
+    return {"accuracy": accuracy.cpu(), "seconds": seconds, "absent": absent_diagnostics(fit),
             "diagnostics": {name: value.detach().float().cpu() for name, value in diagnostics.items()}}
 
 
@@ -95,5 +95,6 @@ def evaluate_heads(features: torch.Tensor, episodes: Episodes, heads: dict[str, 
         results.append(HeadResult(name=name, config={"head": head_name, **dataclasses.asdict(head.config)},
                                   per_episode=torch.cat([part["accuracy"] for part in ordered]),
                                   fit_seconds=sum(part["seconds"] for part in ordered),
-                                  diagnostics=diagnostics, oracle=head.oracle))
+                                  diagnostics=diagnostics, oracle=head.oracle,
+                                  absent_diagnostics=ordered[0]["absent"]))
     return results

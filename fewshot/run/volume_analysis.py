@@ -11,7 +11,8 @@ points and every estimate carrying its Monte Carlo error (from independent repea
 - with `matched_loss`, per head `heads.<name>.matched`: the same at the head's own normalized loss
   (fits AND loss <= the head's; `fewshot.run.volume_matched`): log10 P of that region, the
   expected accuracy of its heads, and the head's percentile among them.
-Every episode has its own random streams, seeded from (seed, setting, episode, part, repeat),
+With `model: mlp` the same estimates come from a finite-width ReLU head sampled in weight space
+(`fewshot.volume.weight_space`). Every episode has its own random streams, seeded from (seed, setting, episode, part, repeat),
 so the numbers do not depend on chunking, sub-batching or the number of processes.
 """
 from __future__ import annotations
@@ -31,8 +32,9 @@ from fewshot.results.stats import summarize
 from fewshot.volume.config import VolumeConfig
 from fewshot.volume.gaussian import LogitPrior, draw_given_first
 from fewshot.volume.lin_ess import Constraints
-from fewshot.volume.splitting import split_volume
+from fewshot.volume.splitting import SplitResult, split_volume
 from fewshot.volume.streams import Streams, stream_seed
+from fewshot.volume.weight_space import NetworkSplit, network_query_accuracy, split_network
 
 __all__ = ["analyze_episodes", "analyze_in_batches", "analyze_volume"]
 SUB_BATCH = 25  # episodes sampled together (memory and cache only: results do not depend on it)
@@ -61,6 +63,8 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
         seed, setting: run seed and setting name (also name the streams).
     """
     config.check("volume")
+    if config.model == "mlp":
+        return _analyze_network(support, labels, query, query_labels, n_way, ids, config, seed=seed, setting=setting)
     episodes, shots = labels.shape
     prior = config.logit_prior(torch.cat([support, query], 1))        # linear Gaussian or NNGP (`prior`)
     support_prior = config.logit_prior(support)
@@ -73,11 +77,7 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     correct = (query_logits.argmax(-1) == query_labels[:, None]).double().mean(-1).view(episodes, repeats, -1)
     # A run stopped at max_levels hands back some chains outside the cone: they count nowhere (NaN).
     correct = correct.masked_fill(~fit.inside, math.nan)
-    run_means = correct.nanmean(2)
-    out = {"log10_volume": fit.log10, "log10_volume_se": fit.se, "levels": fit.levels.double().mean(1),
-           "expected_accuracy": run_means.mean(1),
-           "expected_accuracy_se": run_means.std(1, unbiased=True) / math.sqrt(repeats),
-           "chain_accuracy": correct.flatten(1), "stalled": fit.stalled.double(), "tied": fit.tied.double()}
+    out = _fit_estimates(fit, correct, repeats)
     if config.poisoned:
         # Episodes past `poisoned_episodes` get NaN (not measured); the streams are per episode, so
         # the measured ones are the same numbers whichever others share their batch.
@@ -92,6 +92,43 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
             for name, (log10, se, stalled) in parts.items():
                 out[f"log10_volume_{name}"][rows], out[f"log10_volume_{name}_se"][rows] = log10, se
                 out["stalled"][rows] += stalled
+    return out
+
+
+def _fit_estimates(fit: SplitResult | NetworkSplit, correct: torch.Tensor, repeats: int) -> dict[str, torch.Tensor]:
+    """P(fit) and the volume-weighted query accuracy per episode from a splitting run `fit` (linear
+    or network) and its chains' query accuracies `correct` [E, repeats, chains] (NaN: not counted)."""
+    run_means = correct.nanmean(2)
+    return {"log10_volume": fit.log10, "log10_volume_se": fit.se, "levels": fit.levels.double().mean(1),
+            "expected_accuracy": run_means.mean(1),
+            "expected_accuracy_se": run_means.std(1, unbiased=True) / math.sqrt(repeats),
+            "chain_accuracy": correct.flatten(1), "stalled": fit.stalled.double(), "tied": fit.tied.double()}
+
+
+def _analyze_network(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
+                     n_way: int, ids: Sequence[int], config: VolumeConfig, *, seed: int,
+                     setting: str) -> dict[str, torch.Tensor]:
+    """`analyze_episodes` for `model: mlp`: the same estimates, sampled in weight space (`split_network`)."""
+    episodes, shots = labels.shape
+    labels, query_labels, repeats = labels.cpu().long(), query_labels.cpu().long(), config.repeats
+    net = config.network_prior(torch.cat([support, query], 1))
+    support_net = net.first(shots)
+    fit = split_network(support_net, support_net.constraints(labels, n_way), n_way,
+                        _streams(seed, setting, ids, "fit", repeats), config.splitting())
+    correct = network_query_accuracy(net, fit, shots, query_labels, _streams(seed, setting, ids, "query", 1))
+    out = _fit_estimates(fit, correct, repeats)
+    if config.poisoned:
+        keep = [i for i, episode in enumerate(ids) if not config.poisoned_episodes or episode < config.poisoned_episodes]
+        for part, target in (("good", query_labels), ("poisoned", (query_labels + 1) % n_way)):
+            out[f"log10_volume_{part}"] = torch.full((episodes,), math.nan, dtype=torch.float64)
+            out[f"log10_volume_{part}_se"] = torch.full((episodes,), math.nan, dtype=torch.float64)
+            if keep:
+                rows = torch.tensor(keep)
+                both = net.take(rows)
+                result = split_network(both, both.constraints(torch.cat([labels, target], 1)[rows], n_way), n_way,
+                                       _streams(seed, setting, [ids[i] for i in keep], part, repeats), config.splitting())
+                out[f"log10_volume_{part}"][rows], out[f"log10_volume_{part}_se"][rows] = result.log10, result.se
+                out["stalled"][rows] += result.stalled.double()
     return out
 
 
@@ -131,7 +168,7 @@ def query_given_support(prior: LogitPrior, support_logits: torch.Tensor, shots: 
     return draw_given_first(prior, support_logits, streams.randn((chains, prior.factor.shape[1], n_way)))
 
 
-def _percentile(chain_accuracy: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
+def head_percentile(chain_accuracy: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
     """Mid-rank percentile [E] of each episode's head accuracy among its chains' accuracies."""
     counted = (~chain_accuracy.isnan()).double().sum(1)
     below = (chain_accuracy < accuracy.unsqueeze(1) - 1e-9).double().sum(1) / counted
@@ -188,7 +225,7 @@ def _head_losses(head: HeadResult, kind: str, ids: Sequence[int]) -> torch.Tenso
 def _matched(values: dict[str, torch.Tensor], head: str, accuracy: torch.Tensor, kind: str) -> dict[str, Any]:
     """The matched comparison of one head (`fewshot.run.volume_matched`), as stored."""
     get = lambda key: values[matched_key(head, key)]  # noqa: E731
-    percentile = _percentile(get("chain_accuracy"), accuracy)
+    percentile = head_percentile(get("chain_accuracy"), accuracy)
     measured = torch.isfinite(get("loss"))
     return {"loss_kind": kind, "episodes": int(measured.sum()),
             "loss": _estimate(get("loss"), torch.zeros_like(get("loss"))),
@@ -221,14 +258,17 @@ def summarize_volume(values: dict[str, torch.Tensor], heads: Sequence[HeadResult
         "prior": {"distribution": config.prior, "scale": config.scale, "bias_scale": config.bias_scale,
                   "approximation": ("CLT approximation: the uniform prior run as the Gaussian with the same "
                                     "variance (scale^2 / 3)") if config.prior == "uniform" else None,
-                  **({"nngp": dataclasses.asdict(config.nngp)} if config.prior == "nngp" else {})},
+                  **({"nngp": dataclasses.asdict(config.nngp)} if config.prior == "nngp" else {}),
+                  "model": config.model, "width": config.width if config.model == "mlp" else None},
         "streams": "per (seed, setting, episode, part, repeat); parts fit, good, poisoned",
         "error": f"se from {config.repeats} independent splitting runs per episode (delta method on log10 of "
                  "their mean, or the runs' log10 spread / sqrt(repeats) if larger); mc_se = Monte Carlo error of "
                  "the mean over episodes; ci95 = over episodes",
         "estimator": "generalized adaptive multilevel splitting (Brehier, Gazeau, Goudenege, Lelievre & Rousset, "
-                     "Ann. Appl. Probab. 2016), LIN-ESS moves "
-                     "of class columns (blocks of block_size points given the rest), float32 chains",
+                     "Ann. Appl. Probab. 2016), " + (
+                         "in weight space: exact-arc elliptical slice moves of the read-out, shrinking-bracket "
+                         "moves of the first layer's pre-activations, float32 chains" if config.model == "mlp" else
+                         "LIN-ESS moves of class columns (blocks of block_size points given the rest), float32 chains"),
         "levels_mean": float(values["levels"].mean()),
         "stalled_episodes": int((values["stalled"] > 0).sum()),
         "tied_episodes": int((values["tied"] > 0).sum()),
@@ -249,7 +289,7 @@ def summarize_volume(values: dict[str, torch.Tensor], heads: Sequence[HeadResult
     doc["heads"] = {}
     for head in heads:
         accuracy = head.per_episode[: chains.shape[0]].double()
-        percentile = _percentile(chains, accuracy)
+        percentile = head_percentile(chains, accuracy)
         doc["heads"][head.name] = {"accuracy_mean": float(accuracy.mean()), "percentile": summarize(percentile),
                                    "per_episode_percentile": [round(v, 4) for v in percentile.tolist()]}
         if matched_key(head.name, "loss") in values:     # G&C at this head's own loss, beside the above

@@ -1,11 +1,17 @@
 """Guess & check at each head's own loss: the matched comparison of the volume analysis (issue 17).
 
-For a head with span-normalized support loss h on an episode (`span_norm_loss`, a diagnostic of
-the run), the region "the head fits the support set AND its normalized loss is at most h" is
-reached by one composite splitting run (`split_volume(..., level=normalized_level(...))`). Per
-head and episode it gives log10 P(region) with its error, the volume-weighted query accuracy of
+For a head with normalized support loss h on an episode (`span_norm_loss` or `full_norm_loss`,
+per `volume.matched_loss`: a diagnostic of the run), the region "the head fits the support set
+AND its normalized loss is at most h" is reached by one composite splitting run
+(`split_volume(..., level=normalized_level(...))`). Per head and episode it gives log10 P(region) with its error, the volume-weighted query accuracy of
 the heads in it (guess & check at the head's loss) with its error from the independent repeats,
 and the chains' accuracies (for the head's percentile within that matched distribution).
+
+With `full_norm` the region also conditions the weights' part outside the support features' span
+(the chains carry it, `WeightNorm`), and the query logits depend on that part: each chain's head
+is built from its state (`WeightNorm.weights`, the out-of-span direction drawn uniformly from its
+own stream) and the query logits are that head's. With `span_norm` the out-of-span part is the
+prior's, so the query logits are drawn from the Gaussian conditional given the support logits.
 
 An h at or below the episode's certified lowest attainable loss (`fewshot.volume.attainable`)
 is an empty region: log10 P = -inf, accuracy not defined (NaN), not run. A head without the
@@ -15,6 +21,7 @@ repeat), so the numbers depend neither on the batching nor on the other heads.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -24,6 +31,7 @@ from fewshot.heads.guess_check_exact import attainable, normalized_level
 from fewshot.volume.config import VolumeConfig
 from fewshot.volume.gaussian import LogitPrior, draw_given_first
 from fewshot.volume.lin_ess import Constraints
+from fewshot.volume.loss_level import WeightNorm
 from fewshot.volume.splitting import split_volume
 from fewshot.volume.streams import Streams, stream_seed
 
@@ -77,14 +85,14 @@ def analyze_matched(support: torch.Tensor, labels: torch.Tensor, query: torch.Te
         values["stalled"][measured], values["tied"][measured] = 0.0, 0.0
         rows = (measured & ~empty).nonzero().squeeze(1)
         if rows.numel():
-            _run(values, rows, support, prior, support_prior, fits, labels, query_labels, loss, n_way, ids, config,
-                 seed=seed, setting=setting, part=f"matched/{head}")
+            _run(values, rows, support, query, prior, support_prior, fits, labels, query_labels, loss, n_way, ids,
+                 config, seed=seed, setting=setting, part=f"matched/{head}")
         out.update({matched_key(head, key): value for key, value in values.items()})
     return out
 
 
-def _run(values: dict[str, torch.Tensor], rows: torch.Tensor, support: torch.Tensor, prior: LogitPrior,
-         support_prior: LogitPrior,
+def _run(values: dict[str, torch.Tensor], rows: torch.Tensor, support: torch.Tensor, query: torch.Tensor,
+         prior: LogitPrior, support_prior: LogitPrior,
          fits: Constraints, labels: torch.Tensor, query_labels: torch.Tensor, loss: torch.Tensor, n_way: int,
          ids: Sequence[int], config: VolumeConfig, *, seed: int, setting: str, part: str) -> None:
     """One composite splitting run for episodes `rows` of one head, written into `values` in place."""
@@ -95,8 +103,14 @@ def _run(values: dict[str, torch.Tensor], rows: torch.Tensor, support: torch.Ten
     result = split_volume(sub_prior, fits.take(rows), n_way, _streams(seed, setting, names, part, repeats),
                           config.splitting(), level=level)
     samples = result.samples.flatten(1, 2)                                      # [E', R * C, S, N]
-    noise = _streams(seed, setting, names, part + "/query", 1).randn((samples.shape[1], prior.factor.shape[1], n_way))
-    query_logits = draw_given_first(prior.take(rows), samples, noise)
+    if level.extra is None:
+        streams = _streams(seed, setting, names, part + "/query", 1)
+        noise = streams.randn((samples.shape[1], prior.factor.shape[1], n_way))
+        query_logits = draw_given_first(prior.take(rows), samples, noise)
+    else:
+        query_logits = _full_norm_query_logits(level.extra, support[rows], query[rows], samples,
+                                               result.extra.flatten(1, 2), names, seed=seed, setting=setting,
+                                               part=part + "/weights")
     correct = (query_logits.argmax(-1) == query_labels[rows, None]).double().mean(-1)
     # Only chains inside the region are draws of it (a stalled run hands back others): NaN elsewhere.
     correct = correct.masked_fill(~result.inside.flatten(1), math.nan)
@@ -110,3 +124,27 @@ def _run(values: dict[str, torch.Tensor], rows: torch.Tensor, support: torch.Ten
     values["chain_accuracy"][rows] = correct
     values["stalled"][rows], values["tied"][rows] = result.stalled.double(), result.tied.double()
 
+
+
+def _full_norm_query_logits(norm: WeightNorm, support: torch.Tensor, query: torch.Tensor, samples: torch.Tensor,
+                            extra: torch.Tensor, names: Sequence[int], *, seed: int, setting: str,
+                            part: str) -> torch.Tensor:
+    """Query logits [E', K, Q, N] of the heads behind K chains per episode under `full_norm`.
+
+    Args:
+        norm: the level's `WeightNorm` of these episodes (their support prior).
+        support, query: [E', S, D], [E', Q, D] features.
+        samples, extra: the chains' support logits [E', K, S, N] and out-of-span state [E', K, N, 2].
+        names: global episode numbers; seed, setting, part: name each chain's stream (one per chain).
+    """
+    chains = samples.shape[1]
+    out = []
+    for i, episode in enumerate(names):      # one episode at a time: K heads of D x N weights each
+        fields = {key: getattr(norm, key) for key in ("kinv", "bias_axis", "q", "beta_dims", "rho_dof")}
+        one = dataclasses.replace(norm, **{key: value[i:i + 1].expand(chains, *value.shape[1:])
+                                           for key, value in fields.items()})
+        streams = Streams([stream_seed(seed, setting, episode, part, chain) for chain in range(chains)])
+        weight, bias = one.weights(support[i].double().expand(chains, -1, -1), samples[i].double(),
+                                   extra[i].double(), streams)
+        out.append(query[i].double() @ weight + bias.unsqueeze(1))
+    return torch.stack(out)

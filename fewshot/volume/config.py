@@ -11,6 +11,7 @@ from episodes.errors import fail
 from fewshot.volume.gaussian import LogitPrior
 from fewshot.volume.nngp import NNGPSettings, nngp_kernel
 from fewshot.volume.splitting import SplittingSettings
+from fewshot.volume.weight_space import NetworkPrior
 
 __all__ = ["VolumeConfig"]
 
@@ -33,10 +34,15 @@ class VolumeConfig(SplittingSettings):
         poisoned_episodes: those two on the first this many analysed episodes only; 0 = all.
         quantiles: quantiles reported of each episode's volume-weighted accuracy distribution.
         nngp: `fewshot.volume.nngp.NNGPSettings` (depth, s1, b1, s2, b2) of `prior: nngp`.
-        matched_loss: `none`, or `span_norm`: for each head and episode also the region "fits AND
-            span-normalized loss <= the head's own" (guess & check at the head's loss; the run's
+        matched_loss: `none`, `span_norm` or `full_norm`: for each head and episode also the region
+            "fits AND normalized loss <= the head's own" (guess & check at the head's loss; the run's
             `fewshot.run.volume_matched`). One splitting run per head and episode: the costly part.
+            `full_norm` (the norm of [W; b]) needs a bias in the prior (bias_scale > 0).
         matched_episodes: the matched comparison on the first this many analysed episodes; 0 = all.
+        model: `linear` (the logit-space lab under `prior`), or `mlp`: a one-hidden-layer ReLU head of
+            width `width` under the Gaussian weight prior with the variances of `nngp` (needs
+            `prior: nngp` and `nngp.depth: 1`), sampled in weight space (`fewshot.volume.weight_space`).
+        width: hidden units of the `mlp` model (>= 1).
 
     The multilevel splitting settings (`chains`, `repeats`, `level_fraction`, `sweeps`, `burn_in`,
     `max_levels`, `block_size`) are those of `fewshot.volume.SplittingSettings`; the error bars
@@ -52,8 +58,10 @@ class VolumeConfig(SplittingSettings):
     poisoned_episodes: int = 0
     quantiles: list[float] = field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
     nngp: NNGPSettings = field(default_factory=NNGPSettings)
-    matched_loss: Literal["none", "span_norm"] = "none"
+    matched_loss: Literal["none", "span_norm", "full_norm"] = "none"
     matched_episodes: int = 0
+    model: Literal["linear", "mlp"] = "linear"
+    width: int = 64
 
     def check(self, where: str = "volume") -> None:
         """Fail with a message naming `where.key` on a bad setting."""
@@ -66,11 +74,25 @@ class VolumeConfig(SplittingSettings):
                  # The matched loss is a linear head's: no weights stand behind the NNGP prior.
                  (self.matched_loss == "none" or self.prior != "nngp", "matched_loss",
                   "none with prior: nngp (or use prior: gaussian)"),
-                 (all(0 <= q <= 1 for q in self.quantiles), "quantiles", "a list of numbers in [0, 1]")]
+                 # As the guess_check head's `bias` rule with `loss: full_norm`: the norm of [W; b].
+                 (self.matched_loss != "full_norm" or self.bias_scale > 0, "matched_loss",
+                  "span_norm with bias_scale 0 (or set bias_scale > 0: full_norm is the norm of [W; b])"),
+                 (all(0 <= q <= 1 for q in self.quantiles), "quantiles", "a list of numbers in [0, 1]"),
+                 (self.width >= 1, "width", ">= 1 (hidden units of model: mlp)"),
+                 # The finite-width head's four variances are the NNGP prior's: the two compare directly.
+                 (self.model == "linear" or self.prior == "nngp", "prior",
+                  "nngp with model: mlp (its variances s1, b1, s2, b2 are the weights' prior)"),
+                 (self.model == "linear" or self.matched_loss == "none", "matched_loss",
+                  "none with model: mlp (the matched loss is a linear head's)")]
         for ok, key, rule in rules:
             if not ok:
                 raise fail(f"{where}.{key} is {getattr(self, key)!r}, but must be {rule}.",
                            f"Set {where}.{key} to {rule}.")
+        if self.model == "mlp" and self.nngp.depth != 1:
+            raise fail(f"{where}.nngp.depth is {self.nngp.depth!r}, but {where}.model: mlp samples one hidden layer "
+                       "in weight space (depth 1) only.",
+                       f"Set {where}.nngp.depth to 1, or use {where}.model: linear with prior: nngp for depth 2 "
+                       "(the infinite-width limit).")
 
     def gaussian_scales(self) -> tuple[float, float]:
         """(s, s_b) of the Gaussian prior used; a uniform prior's half-widths / sqrt(3) (CLT)."""
@@ -83,6 +105,10 @@ class VolumeConfig(SplittingSettings):
             return LogitPrior.from_kernel(nngp_kernel(features, self.nngp))
         s, s_b = self.gaussian_scales()
         return LogitPrior.from_features(features, scale=s, bias_scale=s_b)
+
+    def network_prior(self, features: torch.Tensor) -> NetworkPrior:
+        """The weight prior of the `mlp` model over features [E, P, D] (`fewshot.volume.weight_space`)."""
+        return NetworkPrior.relu(features, width=self.width, nngp=self.nngp)
 
     def splitting(self) -> SplittingSettings:
         """The multilevel-splitting part of the settings."""

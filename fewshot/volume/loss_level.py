@@ -35,11 +35,12 @@ from fewshot.volume.gaussian import LogitPrior, PointBlocks
 from fewshot.volume.lin_ess import Constraints, arc_point, column_moves, measurable
 from fewshot.volume.streams import Streams
 
-__all__ = ["LevelScore", "LossLevel", "WeightNorm", "composite_score", "slice_class_step"]
+__all__ = ["LevelScore", "LossLevel", "WeightNorm", "bracket_angles", "composite_score", "slice_class_step"]
 MAX_SHRINK = 60  # bracket halvings on average far below this; a chain still rejected then stays put
 
 # level(z, extra, rows) -> [E', C]: log N - nl of logits z [E', C, P, N] (extra [E', C, N, 2] or None),
-# rows [E'] naming each problem's episode.
+# rows [E'] naming each problem's episode. Per chain: the bracket calls it on the chains still shrinking,
+# as [n, 1, P, N] with each chain's episode in rows.
 LevelScore = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
 
 
@@ -115,7 +116,8 @@ class WeightNorm:
 
     def ellipse(self, extra_c: torch.Tensor, rows: torch.Tensor, streams: Streams,
                 index: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The state of one class (extra_c [E', C, 2]) along a fresh ellipse: a function (t, sub) -> [e, C, 2]."""
+        """The state of one class (extra_c [E', C, 2]) along a fresh ellipse: a function (t, sub) -> [e, C, 2],
+        or [n, 2] for t [n] when `sub` is a (problems, chains) pair of index tensors (single chains)."""
         chains = extra_c.shape[1]
         fresh = streams.randn((chains, 2), index, extra_c.dtype)
         chi = streams.chisquare((chains,), index, (self.rho_dof[rows] - 1).clamp_min(0), extra_c.dtype)
@@ -124,8 +126,9 @@ class WeightNorm:
 
         def at(t: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
             cos, sin = t.cos(), t.sin()
-            beta = extra_c[sub, :, 0] * cos + beta_new[sub] * sin
-            rho = ((extra_c[sub, :, 1] * cos + gamma[sub] * sin) ** 2 + chi[sub] * sin ** 2).sqrt()
+            state = extra_c[sub]
+            beta = state[..., 0] * cos + beta_new[sub] * sin
+            rho = ((state[..., 1] * cos + gamma[sub] * sin) ** 2 + chi[sub] * sin ** 2).sqrt()
             return torch.stack([beta, rho], -1)
         return at
 
@@ -176,37 +179,41 @@ def slice_class_step(z: torch.Tensor, extra: torch.Tensor | None, shift: torch.T
         take = measurable(total) & ~pending                        # no loss condition: the first draw stands
         angle = torch.where(take, arc_point(move.starts, move.gaps, length), angle)
         for _ in range(MAX_SHRINK):
-            sub = pending.any(1).nonzero().squeeze(1)
-            if not sub.numel():
+            # Only the chains still shrinking are scored, each as a problem of one chain (the score is
+            # per chain): most are accepted at the first draws, and the bracket's last halvings are
+            # a chain or two, not every chain of their problems (measured: bench/matched.py's doc).
+            problem, chain = pending.nonzero().unbind(1)
+            if not problem.numel():
                 break
-            spot = torch.remainder(length[sub], total[sub])
-            t = arc_point(move.starts[sub], move.gaps[sub], spot)
-            trial = z[sub].clone()
-            trial[:, :, move.start:move.stop, move.c] = _block_at(move, t, sub)
+            pair = (problem, chain)
+            spot = torch.remainder(length[pair], total[pair])
+            t = arc_point(move.starts[pair], move.gaps[pair], spot)
+            trial = z[pair].unsqueeze(1)                                           # [n, 1, P, N], a copy
+            trial[:, 0, move.start:move.stop, move.c] = _block_at(move, t, pair)
             trial_extra = None
             if ellipse is not None:
-                trial_extra = extra[sub].clone()
-                trial_extra[:, :, move.c] = ellipse(t, sub)
-            ok = pending[sub] & (level.score(trial, trial_extra, rows[sub]) > floor[sub, None])
-            angle[sub] = torch.where(ok, t, angle[sub])
-            pending[sub] &= ~ok
-            # Shrink the bracket towards the current point (length 0) and draw again in it.
-            rejected = length[sub]
-            low[sub] = torch.where(rejected < 0, rejected, low[sub])
-            high[sub] = torch.where(rejected >= 0, rejected, high[sub])
-            again = pending[sub].any(1).nonzero().squeeze(1)
+                trial_extra = extra[pair].unsqueeze(1)
+                trial_extra[:, 0, move.c] = ellipse(t, pair)
+            ok = level.score(trial, trial_extra, rows[problem])[:, 0] > floor[problem]
+            angle[pair] = torch.where(ok, t, angle[pair])
+            pending[pair] = ~ok
+            # Shrink the bracket towards the current point (length 0); a problem with a chain still
+            # rejected draws again for all its chains (its stream's order does not depend on the batch).
+            rejected = length[pair]
+            low[pair] = torch.where(rejected < 0, rejected, low[pair])
+            high[pair] = torch.where(rejected >= 0, rejected, high[pair])
+            again = pending.any(1).nonzero().squeeze(1)
             if again.numel():
-                rows_again = sub[again]
-                draw = streams.rand((chains,), index[rows_again], z.dtype)
-                length[rows_again] = low[rows_again] + draw * (high[rows_again] - low[rows_again])
+                draw = streams.rand((chains,), index[again], z.dtype)
+                length[again] = low[again] + draw * (high[again] - low[again])
         move.apply(z, angle)
         if ellipse is not None:
             extra[:, :, move.c] = ellipse(angle, torch.arange(z.shape[0])).to(extra.dtype)
     return z, extra
 
 
-def _block_at(move, t: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
-    """The moved block's logits [e, C, b] of problems `sub` at angles t [e, C]."""
+def _block_at(move, t: torch.Tensor, sub: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The moved block's logits [n, b] of chains `sub` (problems, chains) at angles t [n]."""
     mean = move.mean if isinstance(move.mean, float) else move.mean[sub]
     t = t.unsqueeze(-1)
     return mean + move.offset[sub] * t.cos() + move.proposal[sub] * t.sin()
@@ -215,3 +222,46 @@ def _block_at(move, t: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
 def log_n(n_way: int) -> float:
     """log N: the loss of the zero head, the top of every normalized loss."""
     return math.log(n_way)
+
+
+def bracket_angles(starts: torch.Tensor, gaps: torch.Tensor,
+                   accept: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                   streams: Streams, index: torch.Tensor) -> torch.Tensor:
+    """Elliptical slice sampling's shrinking bracket on feasible pieces: angles t [E', C] with accept true.
+
+    The generic move for a condition known only as a callable (issue 19's first layer in weight space):
+    t is drawn uniformly in arc length over the pieces (starts, gaps) [E', C, M] of `feasible_arcs`
+    (one piece (0, 2 pi) = the whole ellipse), and on rejection the bracket shrinks towards the
+    current point (length 0) as in `slice_class_step` (Murray, Adams & MacKay 2010). Only the
+    chains still shrinking are evaluated: the cost is the mean number of tries, not the maximum.
+
+    Args:
+        starts, gaps: the feasible pieces of each chain's ellipse.
+        accept: (t [k], problem [k], chain [k]) -> bool [k], the condition at angles t of the chains
+            (problem, chain) still shrinking (must hold at t = 0).
+        streams, index: the problems' random streams (a problem draws only while one of its chains shrinks).
+    Returns the angles; 0 (stay) where the pieces have measure 0 or MAX_SHRINK halvings ran out.
+    """
+    total = gaps.sum(-1)
+    chains = total.shape[1]
+    length = streams.rand((chains,), index, total.dtype) * total
+    low, high = length - total, length.clone()
+    angle = torch.zeros_like(total)
+    pending = measurable(total)
+    for _ in range(MAX_SHRINK):
+        problem, chain = pending.nonzero(as_tuple=True)
+        if not problem.numel():
+            break
+        spot = torch.remainder(length[problem, chain], total[problem, chain])
+        t = arc_point(starts[problem, chain], gaps[problem, chain], spot)
+        ok = accept(t, problem, chain)
+        angle[problem[ok], chain[ok]] = t[ok]
+        pending[problem[ok], chain[ok]] = False
+        rejected = length[problem, chain]
+        low[problem, chain] = torch.where(rejected < 0, rejected, low[problem, chain])
+        high[problem, chain] = torch.where(rejected >= 0, rejected, high[problem, chain])
+        again = pending.any(1).nonzero().squeeze(1)
+        if again.numel():
+            draw = streams.rand((chains,), index[again], total.dtype)
+            length[again] = torch.where(pending[again], low[again] + draw * (high[again] - low[again]), length[again])
+    return angle

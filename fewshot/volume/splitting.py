@@ -117,7 +117,7 @@ class SplitResult:
     extra: torch.Tensor | None = None
 
 
-def _sources(alive: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+def restart_sources(alive: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """For each chain [n, C]: itself if `alive`, else a uniformly chosen alive chain of its problem."""
     count = alive.sum(1).clamp_min(1)
     order = alive.double().argsort(dim=1, descending=True, stable=True)     # alive chains first
@@ -181,7 +181,7 @@ def split_volume(prior: LogitPrior, constraints: Constraints, n_way: int, stream
         out = (levels[index] >= settings.max_levels) & ~final & ~dead
         stalled[index[out]] = True
         done = final | out | dead
-        source = _sources(alive, streams.rand((chains,), index, dtype))
+        source = restart_sources(alive, streams.rand((chains,), index, dtype))
         z = z.gather(1, source[..., None, None].expand_as(z))
         extra = None if extra is None else extra.gather(1, source[..., None, None].expand_as(extra))
         moves = torch.where(final, settings.burn_in, settings.sweeps).masked_fill(~alive.any(1), 0)

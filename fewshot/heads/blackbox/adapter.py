@@ -37,15 +37,16 @@ AdapterType = TypeVar("AdapterType", bound=type["Adapter"])
 class BlackboxConfig(FitProtocol, ModelSettings):
     """Args (and those of `FitProtocol`: init, init_scale, loss, band, check_every, on_failure,
     max_restarts, targets; and of `ModelSettings`: model, width, depth):
-        library: `cma`, `evotorch` or `nevergrad` (an adapter registered with `register_adapter`).
-        optimizer: the library's optimizer: cma `diagonal` or `full` CMA-ES; evotorch `cem` or
-            `pgpe`; nevergrad any name of `nevergrad.optimizers.registry` (e.g. `DiagonalCMA`).
+        library: `cma`, `torch`, `evotorch` or `nevergrad` (an adapter registered with `register_adapter`).
+        optimizer: the library's optimizer: cma `diagonal` or `full` CMA-ES; torch `sep_cma`
+            (diagonal CMA-ES batched across episodes); evotorch `cem` or `pgpe`; nevergrad any
+            name of `nevergrad.optimizers.registry` (e.g. `DiagonalCMA`).
         budget: loss evaluations per episode.
-        population: candidates per generation; None: the library's default (cma and evotorch
-            4 + 3 ln P for P parameters; nevergrad one candidate per ask).
+        population: candidates per generation; None: the library's default (cma, torch and
+            evotorch 4 + 3 ln P for P parameters; nevergrad one candidate per ask).
         sigma: the initial step size (standard deviation of the search distribution).
         options: passed through to the library (cma options, evotorch's `cem` / `pgpe`
-            keywords, nevergrad optimizer keywords).
+            keywords, nevergrad optimizer keywords; torch takes none).
         episodes_at_once: episodes searched in lockstep (one loss call per generation for all of
             them); 0: all of a batch, except full CMA-ES (one at a time: its covariance is P x P).
         loss_threshold: also require decision loss below this to stop; None: no threshold.

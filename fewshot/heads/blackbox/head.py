@@ -8,11 +8,11 @@ edge / below `loss_threshold`, checked every `check_every` generations), or when
 optimizer stops on its own. The head returned is the best head *evaluated* (or the one that
 met the stop), never the search distribution's mean, which was never evaluated.
 
-Randomness: one seed per episode is drawn from `fit`'s generator, in episode order; cma and
-nevergrad search each episode from its own seed only, so an episode's head depends neither on
-the other episodes in the batch nor on `episodes_at_once`. evotorch searches a whole lockstep
-group with one batched draw, so its heads depend on the group's episodes (the evaluator's
-chunks fix them, so runs still reproduce bit for bit).
+Randomness: one seed per episode is drawn from `fit`'s generator, in episode order; cma,
+torch and nevergrad search each episode from its own seed only, so an episode's head depends
+neither on the other episodes in the batch nor on `episodes_at_once`. evotorch searches a
+whole lockstep group with one batched draw, so its heads depend on the group's episodes (the
+evaluator's chunks fix them, so runs still reproduce bit for bit).
 
 Example:
     >>> head = get_head("blackbox", library="cma", optimizer="diagonal", budget=500)

@@ -13,7 +13,7 @@ from fewshot.heads import get_head
 from fewshot.heads.common import linear_loss
 from tests.fewshot.heads.data import blobs
 
-ADAPTERS = [("cma", "diagonal"), ("cma", "full"), ("evotorch", "cem"), ("evotorch", "pgpe"),
+ADAPTERS = [("cma", "diagonal"), ("cma", "full"), ("torch", "sep_cma"), ("evotorch", "cem"), ("evotorch", "pgpe"),
             ("nevergrad", "DiagonalCMA"), ("nevergrad", "OnePlusOne")]
 
 

@@ -9,6 +9,8 @@ import torch
 from episodes.errors import UserError
 from fewshot.heads import get_head
 from fewshot.heads.common import linear_accuracy, linear_logits, linear_loss
+from fewshot.heads.mlp_model import MLPModel
+from tests.fewshot.conftest import run_fewshot
 
 
 def test_easy_two_way_one_shot_problem_is_solved():
@@ -79,3 +81,61 @@ def test_loss_threshold_and_determinism():
 def test_rejects_bad_settings():
     with pytest.raises(UserError, match="distribution"):
         get_head("guess_check", distribution="cauchy")
+
+
+def _plain_network_loss(x: torch.Tensor, y: torch.Tensor, params: torch.Tensor, width: int, n_way: int):
+    """(cross-entropy, all correct) of one one-hidden-layer ReLU head on one episode, written out."""
+    dim = x.shape[1]
+    first = params[:(dim + 1) * width].view(dim + 1, width)
+    second = params[(dim + 1) * width:].view(width + 1, n_way)
+    logits = torch.relu(x @ first[:dim] + first[dim]) @ second[:width] + second[width]
+    loss = torch.nn.functional.cross_entropy(logits.double(), y)
+    return float(loss), bool((logits.argmax(1) == y).all())
+
+
+def test_mlp_rejection_matches_a_plain_per_episode_loop_with_the_same_draws():
+    """2-way 1-shot, width 8: every guess of every round, one episode at a time, by hand."""
+    episodes, dim, width, batch, budget = 12, 5, 8, 4, 12
+    points = torch.randn(episodes, 2, dim, generator=torch.Generator().manual_seed(4))
+    support = torch.nn.functional.normalize(points, dim=-1)
+    labels = torch.tensor([[0, 1]]).expand(episodes, -1)
+    head = get_head("guess_check", model="mlp", width=width, batch=batch, max_guesses=budget)
+    fit = head.fit(support, labels, 2, generator=torch.Generator().manual_seed(7))
+    # The reference draws what the head draws: per round, `batch` networks for each episode still guessing.
+    generator, model = torch.Generator().manual_seed(7), MLPModel(width=width)
+    size = model.n_params(dim, 2)
+    best = torch.zeros(episodes, size)
+    best_loss, guesses, done = [math.inf] * episodes, [0] * episodes, [False] * episodes
+    while True:
+        active = [e for e in range(episodes) if not done[e] and guesses[e] < budget]
+        if not active:
+            break
+        draws = model.draw_start("uniform", 1.0, len(active) * batch, dim, 2, generator, "cpu")
+        draws = draws.view(len(active), batch, size)
+        for row, e in enumerate(active):
+            for b in range(batch):
+                loss, correct = _plain_network_loss(support[e], labels[e], draws[row, b], width, 2)
+                guesses[e] += 1
+                if correct:
+                    best[e], best_loss[e], done[e] = draws[row, b], loss, True
+                    break
+                if loss < best_loss[e]:
+                    best[e], best_loss[e] = draws[row, b], loss
+    assert fit.stats["guesses"].tolist() == [float(g) for g in guesses]
+    assert fit.stats["failed"].tolist() == [float(not d) for d in done]
+    assert 0 < sum(done) < episodes                   # both outcomes are exercised
+    assert torch.equal(fit.params, best)
+    assert fit.stats["support_loss"].tolist() == pytest.approx(best_loss, rel=1e-5)
+    # The fitted networks classify their support sets (the model's own forward pass agrees).
+    fitted = fit.stats["failed"] == 0
+    predicted = head.predict(fit, support).argmax(-1)
+    assert (predicted[fitted] == labels[fitted]).all()
+
+
+def test_mlp_with_method_exact_is_refused_naming_the_fix(tmp_path):
+    with pytest.raises(UserError, match="method: rejection"):
+        get_head("guess_check", model="mlp", method="exact")
+    result = run_fewshot("benchmark", "heads.guess_check.model=mlp", "heads.guess_check.method=exact",
+                         "--output-dir", str(tmp_path / "out"), data_root=tmp_path, check=False)
+    assert result.returncode == 2 and "distribution: nngp" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

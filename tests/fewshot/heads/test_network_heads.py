@@ -75,7 +75,7 @@ class _Recording:
 
 
 @pytest.mark.parametrize("depth,loss,variant", [(1, "raw", "opportunistic"), (2, "raw", "parallel"),
-                                                (1, "full_norm", "opportunistic")])
+                                                (1, "full_norm", "opportunistic"), (2, "full_norm", "opportunistic")])
 def test_mlp_pattern_search_incremental_is_full_forward(depth, loss, variant):
     support, labels, n_way = _episodes(episodes=3)
     config = get_head("pattern_search", model="mlp", width=5, depth=depth, init="uniform", loss=loss,
@@ -86,9 +86,31 @@ def test_mlp_pattern_search_incremental_is_full_forward(depth, loss, variant):
         head = _Recording(config)
         fit = search_network(head, model, support, labels, n_way, torch.Generator().manual_seed(3), incremental)
         runs.append((head.moves, fit))
+    # every accepted move, in order (episode, parameter, step): the same trajectory step by step
     assert len(runs[0][0]) > 10 and runs[0][0] == runs[1][0]
     assert torch.equal(runs[0][1].params, runs[1][1].params)
     assert torch.equal(runs[0][1].stats["evaluations"], runs[1][1].stats["evaluations"])
+    assert torch.equal(runs[0][1].stats["radius"], runs[1][1].stats["radius"])
+    # the incrementally updated state ends where a forward pass of the final weights is
+    torch.testing.assert_close(runs[0][1].stats["support_loss"], runs[1][1].stats["support_loss"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_mlp_pattern_search_same_trajectory_through_radius_halvings(depth):
+    """A long scale-invariant search: many accepted moves and several radius halvings (where the
+    incremental state is refreshed exactly), still move for move the full-forward search."""
+    support, labels, n_way = _episodes(episodes=3)
+    config = get_head("pattern_search", model="mlp", width=3, depth=depth, init="uniform", loss="full_norm",
+                      variant="opportunistic", max_evaluations=2000, chunk_size=32, loss_threshold=1e-3).config
+    runs = []
+    for incremental in (True, False):
+        head = _Recording(config)
+        fit = search_network(head, MLPModel(3, depth), support, labels, n_way, torch.Generator().manual_seed(3), incremental)
+        runs.append((head.moves, fit))
+    assert len(runs[0][0]) > 200 and runs[0][0] == runs[1][0]
+    assert runs[0][1].stats["radius"].min() < 1.0                # the radius halved (an exact refresh) somewhere
+    assert torch.equal(runs[0][1].params, runs[1][1].params)
+    torch.testing.assert_close(runs[0][1].stats["support_loss"], runs[1][1].stats["support_loss"], atol=1e-6, rtol=0)
 
 
 def test_mlp_pattern_search_opportunistic_does_not_depend_on_chunk():

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from episodes.errors import UserError
-from fewshot.report.leaderboard import merge, to_csv, to_json, to_markdown
+from fewshot.report.leaderboard import merge, paired_band_table, to_csv, to_json, to_markdown
+from fewshot.results.bands import band_table
 
 
 def hand_made(run: str, heads: dict[str, tuple[float, float]], *, k_shot: int = 5,
@@ -112,3 +113,33 @@ def test_single_episode_interval_renders_as_not_available():
     assert "| 60.00 ± n/a |" in to_markdown(rows)
     assert list(csv.DictReader(io.StringIO(to_csv(rows))))[0]["ci95_pct"] == ""
     assert json.loads(to_json(rows))["rows"][0]["ci95"] is None
+
+
+def _banded(name: str, band: list[float], per_episode: list[float], fitted: list[int]) -> dict:
+    return {"name": f"{name}@{band[0]:.2f}-{band[1]:.2f}", "config": {"head": name, "band": band},
+            "per_episode": per_episode, "per_episode_fitted": fitted,
+            "accuracy": {"mean": 0.5, "std": 0.1, "ci95": 0.01, "n": len(per_episode)}, "fit_seconds": 0.1}
+
+
+def test_band_rows_are_paired_on_the_episodes_every_head_of_the_row_fitted():
+    """SGD fits episodes 0-3 of the band, exact guess & check 2-5: unpaired, each averages its own four
+    (SGD 0.9, G&C 0.5); paired, both average episodes 2-3 only (SGD 0.8, G&C 0.6), and the row says 2.
+    A band only one head has is paired on that head's own fitted episodes."""
+    heads = [_banded("sgd", [0.3, 0.35], [1.0, 1.0, 0.8, 0.8, 0.2, 0.2], [1, 1, 1, 1, 0, 0]),
+             _banded("guess_check", [0.3, 0.35], [0.0, 0.0, 0.6, 0.6, 0.4, 0.4], [0, 0, 1, 1, 1, 1]),
+             _banded("sgd", [0.35, 0.4], [0.7, 0.7, 0.7, 0.9, 0.9, 0.9], [1, 1, 1, 1, 1, 0])]
+    doc = {**hand_made("bands", {}), "heads": heads}
+    doc["band_table"] = band_table(heads)
+    table = paired_band_table(heads)
+    low, high = table["rows"]
+    assert (low["paired"], high["paired"]) == (2, 5)
+    assert low["cells"]["sgd"]["own"]["mean"] == pytest.approx(0.9)               # unpaired: its own 4
+    assert low["cells"]["guess_check"]["own"]["mean"] == pytest.approx(0.5)
+    assert low["cells"]["sgd"]["accuracy"]["mean"] == pytest.approx(0.8)          # paired: episodes 2-3
+    assert low["cells"]["guess_check"]["accuracy"]["mean"] == pytest.approx(0.6)
+    assert low["cells"]["sgd"]["accuracy"]["n"] == low["cells"]["guess_check"]["accuracy"]["n"] == 2
+    assert high["cells"]["sgd"]["accuracy"]["mean"] == pytest.approx(0.78)
+    markdown = to_markdown(merge([doc]), [doc])
+    assert "| Band | Paired episodes | sgd | guess_check |" in markdown
+    assert "| 0.30-0.35 | 2 | 80.00 ± 0.00 (4/6) | 60.00 ± 0.00 (4/6) |" in markdown
+    assert "| 0.35-0.40 | 5 | 78.00 ± " in markdown and "(5/6) |  |" in markdown

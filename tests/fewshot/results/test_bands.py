@@ -77,7 +77,8 @@ def test_the_band_table_recomputes_from_the_stored_per_episode_values():
     assert cell["accuracy"]["mean"] == summarize([0.8, 0.8])["mean"]
     assert "pattern_search" not in table["rows"][1]["cells"]
     text = to_markdown(merge([doc]), [doc])
-    assert "| Band | sgd | pattern_search |" in text and "| 0.35-0.40 | n/a (0/4) |  |" in text
+    # The leaderboard pairs each band row on the episodes every head of the row fitted (0 here).
+    assert "| Band | Paired episodes | sgd | pattern_search |" in text and "| 0.35-0.40 | 0 | n/a (0/4) |  |" in text
     assert "n/a" in text.split("| Band |")[0]  # the unreached head ranks last without a mean
 
 

@@ -1,5 +1,6 @@
 """Diagnostics of fitted heads: the Gram-space arithmetic against direct computations on the heads'
 weights, scale and shift invariance, and hand-made cases with known answers."""
+import json
 import math
 
 import pytest
@@ -7,7 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from episodes.errors import UserError
-from fewshot.run.diagnostics import VOLUME_RADII, diagnose
+from fewshot.report import build_report
+from fewshot.results.document import HeadResult, build_results, read_results, results_filename, write_results
+from fewshot.results.verify import content_digest
+from fewshot.run.diagnostics import LINEAR_ONLY, VOLUME_RADII, absent_diagnostics, diagnose
+from fewshot.run.evaluate import evaluate_chunk
 from fewshot.heads import HeadFit, get_head
 from fewshot.heads.span import SupportSpan, span_norm
 
@@ -197,3 +202,72 @@ def test_bad_settings_are_user_errors(settings):
     with pytest.raises(UserError, match="Diagnostics need"):
         diagnose(get_head("sgd"), HeadFit(torch.zeros(1, 12, 3), torch.zeros(1, 3)), support, labels,
                  generator=gen(), **settings)
+
+
+def _network_doc(tmp_path):
+    """A results file of a linear and a network head, the network's linear-only diagnostics absent."""
+    support, labels = episodes(count=4)
+    query, query_labels = episodes(count=4, seed=7)
+    heads = []
+    for name, settings in (("sgd", {"steps": 20}), ("mlp", {"model": "mlp", "width": 6, "init": "uniform", "steps": 20})):
+        head = get_head("sgd", **settings)
+        part = evaluate_chunk(name, head, (support, labels, query, query_labels), 3, 0, seed=0, device="cpu")
+        heads.append(HeadResult(name, {}, part["accuracy"], part["seconds"], part["diagnostics"],
+                                absent_diagnostics=part["absent"]))
+    assert heads[0].absent_diagnostics == {} and heads[1].absent_diagnostics
+    assert set(heads[1].absent_diagnostics) == set(absent_diagnostics(
+        get_head("sgd", model="mlp", width=6, init="uniform").fit(support, labels, 3, generator=gen())))
+    doc = build_results(config={"name": "t"}, dataset={"name": "glyphs", "split": "test", "fingerprint": "d" * 16},
+                        backbone={"name": "resnet12", "checkpoint_sha256": "c" * 64},
+                        episodes={"n_way": 3, "k_shot": 3, "n_query": 3, "count": 4, "seed": 0, "fingerprint": "e" * 16},
+                        heads=heads, hardware={"platform": "test"})
+    path = write_results(tmp_path / results_filename(3, 3), doc)
+    return path, json.loads(path.read_text())
+
+
+def test_results_file_records_absent_diagnostics_with_their_reason_not_zero(tmp_path):
+    path, stored = _network_doc(tmp_path)
+    linear, network = stored["heads"]
+    assert "absent_diagnostics" not in linear and set(LINEAR_ONLY) <= set(linear["diagnostics"])
+    assert network["absent_diagnostics"] == dict(sorted(LINEAR_ONLY.items()))       # each with its reason
+    assert not set(LINEAR_ONLY) & set(network["diagnostics"])                       # absent, not 0
+    assert read_results(path)["heads"][1]["absent_diagnostics"]["span_norm_loss"].startswith("normalized by")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda head: head.update(absent_diagnostics=["sharpness"]), "heads.1.absent_diagnostics"),
+    (lambda head: head["absent_diagnostics"].update(sharpness=""), "heads.1.absent_diagnostics"),
+    (lambda head: head["diagnostics"].update(sharpness={"mean": 0.0, "ci95": 0.0, "n": 4}),
+     "heads.1.diagnostics.sharpness is recorded, but heads.1.absent_diagnostics"),
+])
+def test_read_refuses_damaged_absent_diagnostics(tmp_path, damage, message):
+    path, stored = _network_doc(tmp_path)
+    damage(stored["heads"][1])
+    stored["digest"] = content_digest(stored)        # a consistent digest: the type check must find it
+    path.write_text(json.dumps(stored))
+    with pytest.raises(UserError, match="results") as error:
+        read_results(path)
+    assert message in str(error.value)
+
+
+def test_report_shows_absent_diagnostics_as_a_dash_with_the_reason(tmp_path):
+    _, stored = _network_doc(tmp_path)
+    page = build_report([stored], sources=["r.json"], written="now")
+    table = page[page.index('id="diagnostics"'):]
+    table = table[:table.index("</section>")]
+    rows = table.split("<tr>")
+    network = next(row for row in rows if row.startswith("<td>mlp</td>"))
+    linear = next(row for row in rows if row.startswith("<td>sgd</td>"))
+    assert network.count("<td class=num>— (") == len(LINEAR_ONLY) and "<td class=num>0</td>" not in network
+    assert "— (" not in linear
+    assert "Not defined for this head: normalized by the norm of a linear head&#x27;s weights." in table
+
+
+def test_asking_a_network_fit_for_a_linear_only_diagnostic_names_the_fix():
+    support, labels = episodes()
+    head = get_head("pattern_search", model="mlp", width=4, init="uniform", max_evaluations=200)
+    fit = head.fit(support, labels, 3, generator=gen())
+    with pytest.raises(UserError, match="local_volume_r0.5") as error:
+        diagnose(head, fit, support, labels, generator=gen(), names=["local_volume_r0.5", "weight_norm"])
+    assert "model: linear" in str(error.value)
+    assert set(diagnose(head, fit, support, labels, generator=gen(), names=["weight_norm"])) == {"weight_norm"}

@@ -65,8 +65,8 @@ def test_good_and_poisoned_volumes_on_the_first_episodes_only():
 
 def test_percentile_is_mid_rank():
     chains = torch.tensor([[0.0, 0.5, 0.5, 1.0]])
-    assert float(analysis._percentile(chains, torch.tensor([0.5]))[0]) == 50.0
-    assert float(analysis._percentile(chains, torch.tensor([1.0]))[0]) == 87.5
+    assert float(analysis.head_percentile(chains, torch.tensor([0.5]))[0]) == 50.0
+    assert float(analysis.head_percentile(chains, torch.tensor([1.0]))[0]) == 87.5
 
 
 def test_bad_volume_settings_fail_clearly():

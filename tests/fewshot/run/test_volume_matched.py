@@ -1,7 +1,11 @@
 """Guess & check at a head's own loss: against plain rejection, empty regions, what is not measured."""
+import dataclasses
 import math
 
+import pytest
 import torch
+
+from episodes.errors import UserError
 
 from fewshot.heads.losses import decision_loss
 from fewshot.run.volume_matched import analyze_matched, matched_key
@@ -18,10 +22,13 @@ def _episodes(count=2, n_way=2, k_shot=1, n_query=5, dim=6, seed=0):
     return draw(k_shot), labels(k_shot), draw(n_query), labels(n_query)
 
 
-def test_matches_rejection_where_rejection_works():
-    """2-way 1-shot, unit Gaussian prior: P(fits and span-normalized loss <= h) and the mean query accuracy
+@pytest.mark.parametrize("kind", ["span_norm", "full_norm"])
+def test_matches_rejection_where_rejection_works(kind):
+    """2-way 1-shot, unit Gaussian prior: P(fits and normalized loss <= h) and the mean query accuracy
     of those heads, by counting 200k prior heads, against the composite splitting run (h: a loss held by
-    20% of the fitting heads): log10 P within 3 joint standard errors, accuracy within its joint interval."""
+    20% of the fitting heads): log10 P within 3 joint standard errors, accuracy within its joint interval.
+    With full_norm the query accuracy needs each chain's out-of-span weights (the loss conditions them)."""
+    config = dataclasses.replace(CONFIG, matched_loss=kind)
     s, y, q, qy = _episodes()
     draws = 200_000
     g = torch.Generator().manual_seed(5)
@@ -30,12 +37,12 @@ def test_matches_rejection_where_rejection_works():
     for e in range(2):
         support, labels = s[e].double().expand(draws, -1, -1), y[e].expand(draws, -1)
         fits = ((support @ weight + bias[:, None]).argmax(-1) == labels).all(1)
-        loss = decision_loss("span_norm", support, labels, weight, bias)
+        loss = decision_loss(kind, support, labels, weight, bias)
         h = float(loss[fits].quantile(0.2))
         region = fits & (loss <= h)
         p = region.double().mean()
         accuracy = ((q[e].double() @ weight + bias[:, None]).argmax(-1) == qy[e]).double().mean(1)[region]
-        out = analyze_matched(s[e:e + 1], y[e:e + 1], q[e:e + 1], qy[e:e + 1], 2, [e], CONFIG,
+        out = analyze_matched(s[e:e + 1], y[e:e + 1], q[e:e + 1], qy[e:e + 1], 2, [e], config,
                               {"h": torch.tensor([h])}, seed=0, setting="t")
         log10, se = float(out[matched_key("h", "log10_volume")]), float(out[matched_key("h", "log10_volume_se")])
         ref_se = float((p * (1 - p) / draws).sqrt() / p / math.log(10))
@@ -67,3 +74,9 @@ def test_same_numbers_whatever_the_batching_and_the_other_heads():
     last = analyze_matched(s[2:], y[2:], q[2:], qy[2:], 2, [2], config, {"b": losses["b"][2:]}, seed=0, setting="t")
     for key, value in last.items():
         assert torch.allclose(whole[key][2:], value, rtol=1e-12, atol=0, equal_nan=True), key
+
+
+def test_full_norm_without_a_bias_is_refused_naming_the_fix():
+    with pytest.raises(UserError, match="bias_scale > 0"):
+        VolumeConfig(enabled=True, matched_loss="full_norm", bias_scale=0.0).check()
+    VolumeConfig(enabled=True, matched_loss="full_norm", bias_scale=0.5).check()

@@ -153,3 +153,24 @@ def test_unbiased_where_chains_mix_badly(rho):
     result = split_volume(prior, Constraints.beat_all(labels, 2, prior), 2, Streams(range(40)),
                           SplittingSettings(chains=32, repeats=40, sweeps=4))
     assert abs(float(result.log10[0]) - truth) <= 3 * float(result.se[0]), (float(result.log10[0]), truth)
+
+
+def test_a_loss_level_run_does_not_depend_on_the_batch():
+    """The bracket scores only the chains still shrinking, but each problem draws from its own stream
+    in the same order: an episode run alone and batched with another gives bit-identical numbers."""
+    g = torch.Generator().manual_seed(3)
+    features = torch.nn.functional.normalize(torch.randn(2, 6, 8, dtype=torch.float64, generator=g), dim=-1)
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2]] * 2)
+    prior = LogitPrior.from_features(features, scale=1.0, bias_scale=1.0)
+    cons = Constraints.beat_all(labels, 3, prior)
+    norm_sq = lambda z, e, rows: z.double().square().sum((-2, -1))  # noqa: E731
+    level = LossLevel(lambda z, e, rows: 4.0 - norm_sq(z, e, rows), torch.tensor([3.0, 3.5]))
+    settings = SplittingSettings(chains=8, repeats=2, sweeps=2)
+    both = split_volume(prior, cons, 3, Streams([10, 11, 20, 21]), settings, level=level)
+    assert bool(torch.isfinite(both.log10).all()) and int(both.levels.min()) > 2
+    for episode, seeds in [(0, [10, 11]), (1, [20, 21])]:
+        rows = torch.tensor([episode])
+        alone = split_volume(prior.take(rows), cons.take(rows), 3, Streams(seeds), settings,
+                             level=LossLevel(level.score, level.target[rows]))
+        assert torch.equal(alone.run_log10[0], both.run_log10[episode])
+        assert torch.equal(alone.samples[0], both.samples[episode])
