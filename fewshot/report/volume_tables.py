@@ -43,6 +43,8 @@ def volume_title(doc: dict) -> str:
     label = f"{prior['distribution']} prior, scale {prior['scale']:g}, bias {prior['bias_scale']:g}"
     if prior.get("approximation"):
         label += " (CLT approximation)"
+    if prior.get("model") == "mlp":   # sampled in weight space at this width, not the infinite-width limit
+        label += f", finite width {prior['width']} in weight space"
     return f"Volume: {_setting(doc)} ({volume['episodes']} episodes; {label})"
 
 

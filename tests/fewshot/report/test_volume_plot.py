@@ -30,3 +30,12 @@ def test_the_plot_gets_a_matched_panel_only_with_matched_numbers():
     assert "G&amp;C at the head" in with_matched and "sgd (2)" in with_matched
     without = render_volume([_doc(matched=False)], "svg").decode()
     assert "G&amp;C at the head" not in without and "poisoned volumes not computed" in without
+
+
+def test_a_finite_width_volume_says_its_width_in_the_title():
+    from fewshot.report.volume_tables import volume_title
+    prior = {"distribution": "nngp", "scale": 1.0, "bias_scale": 1.0, "approximation": None}
+    doc = {"dataset": {"name": "glyphs"}, "episodes": {"n_way": 5, "k_shot": 1}, "volume": {"episodes": 50, "prior": prior}}
+    assert "finite width" not in volume_title(doc)                     # the NNGP itself: infinite width
+    doc["volume"]["prior"] = {**prior, "model": "mlp", "width": 64}
+    assert volume_title(doc).endswith("finite width 64 in weight space)")
