@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -83,15 +83,9 @@ class _State:
 
         Only columns and small layers are gathered per candidate, never a first layer [D + 1, H].
         """
-        ends, shapes, layer_of = self._locate(param)
         out = torch.empty(len(rows), dtype=torch.float64, device=rows.device)
-        last, views = len(shapes) - 1, self.layers()
-        for index, (fan_in, fan_out) in enumerate(shapes):
-            pick = (layer_of == index).nonzero().squeeze(1)
-            if pick.numel() == 0:
-                continue
-            r, s = rows[pick], step[pick].unsqueeze(1)
-            _, j, x = self._column(index, r, param[pick] - ends[index], fan_in, fan_out)
+        last, views = len(self.model.shapes(self.dim, self.n_way)) - 1, self.layers()
+        for index, pick, r, s, j, x in self._moves_by_layer(rows, param, step):
             if index == last:
                 logits = self.logits[r].clone()
                 logits[torch.arange(len(r), device=r.device), :, j] += s * x
@@ -109,6 +103,20 @@ class _State:
             layer_sq[:, index] = (layer_sq[:, index] + 2 * s.squeeze(1) * theta + s.squeeze(1) ** 2).clamp_min(0)
             out[pick] = self.loss_of(logits, layer_sq.prod(-1), self.labels[r])
         return out
+
+    def _moves_by_layer(self, rows: torch.Tensor, param: torch.Tensor, step: torch.Tensor) -> Iterator[
+            tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per layer with moves: (layer, positions [k] in the move list, their episodes, steps [k, 1],
+        output units j [k], input columns [k, S]). Lazy, so a layer's columns are read after `accept`
+        updated the layers before it."""
+        ends, shapes, layer_of = self._locate(param)
+        for index, (fan_in, fan_out) in enumerate(shapes):
+            pick = (layer_of == index).nonzero().squeeze(1)
+            if pick.numel() == 0:
+                continue
+            r = rows[pick]
+            _, j, x = self._column(index, r, param[pick] - ends[index], fan_in, fan_out)
+            yield index, pick, r, step[pick].unsqueeze(1), j, x
 
     def _locate(self, param: torch.Tensor) -> tuple[list[int], list[tuple[int, int]], torch.Tensor]:
         """(layer offsets, layer shapes, the layer [K] of each flat parameter index)."""
@@ -130,17 +138,12 @@ class _State:
         """Move parameter param[k] of episode rows[k] (distinct) by step[k], updating the state in O(S * N)
         per move (O(S * H) in the first of two hidden layers) by the arithmetic of `move_losses`, so
         the new loss is the accepted candidate's. `refresh` clears the rounding this accumulates."""
-        ends, shapes, layer_of = self._locate(param)
+        _, shapes, layer_of = self._locate(param)
         last, views = len(shapes) - 1, self.layers()
         theta = self.params[rows, param]
         self.layer_sq[rows, layer_of] = (self.layer_sq[rows, layer_of] + 2 * step * theta + step ** 2).clamp_min(0)
         self.params[rows, param] += step
-        for index, (fan_in, fan_out) in enumerate(shapes):
-            pick = (layer_of == index).nonzero().squeeze(1)
-            if pick.numel() == 0:
-                continue
-            r, s = rows[pick], step[pick].unsqueeze(1)
-            _, j, x = self._column(index, r, param[pick] - ends[index], fan_in, fan_out)
+        for index, _, r, s, j, x in self._moves_by_layer(rows, param, step):
             if index == last:
                 self.logits[r, :, j] += s * x
                 continue
