@@ -143,14 +143,7 @@ class GreedyRandomHead(HeadOptimizer):
             params[won] += noise[rows, pick]
             logits[won] = trial_logits[rows, pick]
             loss[won] = best_loss[better]
-            accepted[won] += 1
-            failures[won] = 0
-            lost = active[~better]
-            failures[lost] += 1
-            shrink = lost[failures[lost] >= c.patience]
-            sigma[shrink] *= c.shrink
-            failures[shrink] = 0
-            steps[active] += 1
+            _count_round(active, better, accepted, failures, sigma, steps, c)
         stats = {**tracker.stats(steps * c.candidates, (dim + 1) * n_way), "steps": steps, "accepted": accepted, "sigma": sigma, "stop_reason": reason,
                  "support_loss": loss}
         return HeadFit(params[:, :dim].contiguous(), params[:, dim].contiguous(),
@@ -199,14 +192,21 @@ class GreedyRandomHead(HeadOptimizer):
             params[won] = trial[rows, pick]
             logits[won] = trial_logits[rows, pick]
             loss[won] = best_loss[better].to(loss.dtype)
-            accepted[won] += 1
-            failures[won] = 0
-            lost = active[~better]
-            failures[lost] += 1
-            shrink = lost[failures[lost] >= c.patience]
-            sigma[shrink] *= c.shrink
-            failures[shrink] = 0
-            steps[active] += 1
+            _count_round(active, better, accepted, failures, sigma, steps, c)
         stats = {**tracker.stats(steps * c.candidates, params.shape[1]), "steps": steps, "accepted": accepted,
                  "sigma": sigma, "stop_reason": reason, "support_loss": loss}
         return model.head_fit(params, dim, n_way, {name: value.float() for name, value in stats.items()})
+
+
+def _count_round(active: torch.Tensor, better: torch.Tensor, accepted: torch.Tensor, failures: torch.Tensor,
+                 sigma: torch.Tensor, steps: torch.Tensor, c: GreedyRandomHead.Config) -> None:
+    """After a round of episodes `active` (`better`: their best candidate was accepted): count the
+    accepts and the rounds, and shrink sigma after `patience` failures in a row (in place)."""
+    won, lost = active[better], active[~better]
+    accepted[won] += 1
+    failures[won] = 0
+    failures[lost] += 1
+    shrink = lost[failures[lost] >= c.patience]
+    sigma[shrink] *= c.shrink
+    failures[shrink] = 0
+    steps[active] += 1
