@@ -43,10 +43,12 @@ class Streams:
         chosen = range(len(self.generators)) if index is None else index.tolist()
         if not chosen:
             return torch.empty((0, *shape), dtype=dtype)
-        kind_dtype = np.float64 if dtype == torch.float64 else np.float32
-        draw = (lambda g: g.standard_normal(shape, dtype=kind_dtype)) if kind == "randn" else \
-            (lambda g: g.random(shape, dtype=kind_dtype))
-        return torch.from_numpy(np.stack([draw(self.generators[i]) for i in chosen]))
+        # Each generator writes its row in place (`out=`): the same draws as stacking them, without the copy.
+        out = np.empty((len(chosen), *shape), dtype=np.float64 if dtype == torch.float64 else np.float32)
+        for i, row in zip(chosen, out.reshape(len(chosen), -1)):       # rows are views, also for shape ()
+            draw = self.generators[i].standard_normal if kind == "randn" else self.generators[i].random
+            draw(dtype=out.dtype, out=row)
+        return torch.from_numpy(out)
 
     def randn(self, shape: tuple[int, ...], index: torch.Tensor | None = None,
               dtype: torch.dtype = torch.float64) -> torch.Tensor:

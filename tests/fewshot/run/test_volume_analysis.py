@@ -63,6 +63,20 @@ def test_good_and_poisoned_volumes_on_the_first_episodes_only():
     assert good["n"] == 2 and good["n_infinite"] == 0 and good["per_episode"][2:] == [None, None]
 
 
+def test_good_and_poisoned_in_one_run_equal_two_separate_runs():
+    from fewshot.volume import Constraints, split_volume
+    s, y, q, qy = _episodes()
+    prior = CONFIG.logit_prior(torch.cat([s, q], 1))
+    merged = analysis._good_and_poisoned(prior, y, qy, 3, [0, 1, 2, 3], CONFIG, seed=0, setting="t")
+    for part, target in (("good", qy), ("poisoned", (qy + 1) % 3)):   # the straightforward way: a run per region
+        region = Constraints.beat_all(torch.cat([y, target], 1), 3, prior)
+        alone = split_volume(prior, region, 3, analysis._streams(0, "t", [0, 1, 2, 3], part, CONFIG.repeats),
+                             CONFIG.splitting())
+        assert torch.allclose(merged[part][0], alone.log10, rtol=1e-12, atol=0), part
+        assert torch.allclose(merged[part][1], alone.se, rtol=1e-12, atol=0), part
+    assert bool((merged["poisoned"][0] < merged["good"][0]).all())   # the two regions are told apart
+
+
 def test_percentile_is_mid_rank():
     chains = torch.tensor([[0.0, 0.5, 0.5, 1.0]])
     assert float(analysis.head_percentile(chains, torch.tensor([0.5]))[0]) == 50.0
