@@ -13,11 +13,9 @@ points and every estimate carrying its Monte Carlo error (from independent repea
   expected accuracy of its heads, and the head's percentile among them.
 With `model: mlp` the same estimates come from a finite-width ReLU head sampled in weight space
 (`fewshot.volume.weight_space`). Every episode has its own random streams, seeded from (seed, setting, episode, part, repeat),
-and episodes are analysed in fixed sub-batches (`SUB_BATCH` within each chunk), so the numbers do not depend
-on the number of processes. They could on other sub-batches: a batched eigendecomposition can round an
-episode's prior differently in the last bit with its place in the batch, and hundreds of moves later the
-episode's estimate differs within its error (measured: 25 demo 5-shot episodes alone vs the second half of
-a batch of 50, one estimate of the 25 changed).
+and is analysed in a fixed sub-batch (`SUB_BATCH` per chunk), so the numbers do not depend on the number of processes. Other
+sub-batches could move an estimate within its error: a batched eigendecomposition rounds a prior's last bit by
+its place in the batch (25 demo 5-shot episodes alone vs in a batch of 50: one estimate of the 25 changed).
 """
 from __future__ import annotations
 
@@ -38,7 +36,7 @@ from fewshot.volume.gaussian import LogitPrior, draw_given_first
 from fewshot.volume.lin_ess import Constraints
 from fewshot.volume.splitting import SplitResult, split_volume
 from fewshot.volume.streams import Streams, stream_seed
-from fewshot.volume.weight_space import NetworkSplit, network_query_accuracy, split_network
+from fewshot.volume.weight_space import NetworkPrior, NetworkSplit, network_query_accuracy, split_network
 
 __all__ = ["analyze_episodes", "analyze_in_batches", "analyze_volume"]
 SUB_BATCH = 25  # episodes sampled together (changing it can change estimates within their errors)
@@ -85,20 +83,28 @@ def analyze_episodes(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     correct = correct.masked_fill(~fit.inside, math.nan)
     out = _fit_estimates(fit, correct, repeats)
     if config.poisoned:
-        # Episodes past `poisoned_episodes` get NaN (not measured); the streams are per episode, so
-        # the measured ones are the same numbers whichever others share their batch.
-        keep = [i for i, episode in enumerate(ids) if not config.poisoned_episodes or episode < config.poisoned_episodes]
-        for name in ("good", "poisoned"):
-            out[f"log10_volume_{name}"] = torch.full((episodes,), math.nan, dtype=torch.float64)
-            out[f"log10_volume_{name}_se"] = torch.full((episodes,), math.nan, dtype=torch.float64)
-        if keep:
-            rows = torch.tensor(keep)
-            parts = _good_and_poisoned(prior.take(rows), labels[rows], query_labels[rows], n_way,
-                                       [ids[i] for i in keep], config, seed=seed, setting=setting)
-            for name, (log10, se, stalled) in parts.items():
-                out[f"log10_volume_{name}"][rows], out[f"log10_volume_{name}_se"][rows] = log10, se
-                out["stalled"][rows] += stalled
+        _add_good_and_poisoned(out, prior, labels, query_labels, n_way, ids, config, seed=seed, setting=setting)
     return out
+
+
+def _add_good_and_poisoned(out: dict[str, torch.Tensor], prior: LogitPrior | NetworkPrior, labels: torch.Tensor,
+                           query_labels: torch.Tensor, n_way: int, ids: Sequence[int], config: VolumeConfig, *,
+                           seed: int, setting: str) -> None:
+    """Add the good and poisoned volumes (and their stalls) to `out`; episodes past `poisoned_episodes`
+    get NaN (not measured). The streams are per episode, so the measured ones are the same numbers
+    whichever others share their batch."""
+    episodes = labels.shape[0]
+    keep = [i for i, episode in enumerate(ids) if not config.poisoned_episodes or episode < config.poisoned_episodes]
+    for name in ("good", "poisoned"):
+        out[f"log10_volume_{name}"] = torch.full((episodes,), math.nan, dtype=torch.float64)
+        out[f"log10_volume_{name}_se"] = torch.full((episodes,), math.nan, dtype=torch.float64)
+    if keep:
+        rows = torch.tensor(keep)
+        parts = _good_and_poisoned(prior.take(rows), labels[rows], query_labels[rows], n_way,
+                                   [ids[i] for i in keep], config, seed=seed, setting=setting)
+        for name, (log10, se, stalled) in parts.items():
+            out[f"log10_volume_{name}"][rows], out[f"log10_volume_{name}_se"][rows] = log10, se
+            out["stalled"][rows] += stalled
 
 
 def _fit_estimates(fit: SplitResult | NetworkSplit, correct: torch.Tensor, repeats: int) -> dict[str, torch.Tensor]:
@@ -115,8 +121,8 @@ def _analyze_network(support: torch.Tensor, labels: torch.Tensor, query: torch.T
                      n_way: int, ids: Sequence[int], config: VolumeConfig, *, seed: int,
                      setting: str) -> dict[str, torch.Tensor]:
     """`analyze_episodes` for `model: mlp`: the same estimates, sampled in weight space (`split_network`)."""
-    episodes, shots = labels.shape
-    labels, query_labels, repeats = labels.cpu().long(), query_labels.cpu().long(), config.repeats
+    shots, repeats = labels.shape[1], config.repeats
+    labels, query_labels = labels.cpu().long(), query_labels.cpu().long()
     net = config.network_prior(torch.cat([support, query], 1))
     support_net = net.first(shots)
     fit = split_network(support_net, support_net.constraints(labels, n_way), n_way,
@@ -124,34 +130,27 @@ def _analyze_network(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     correct = network_query_accuracy(net, fit, shots, query_labels, _streams(seed, setting, ids, "query", 1))
     out = _fit_estimates(fit, correct, repeats)
     if config.poisoned:
-        keep = [i for i, episode in enumerate(ids) if not config.poisoned_episodes or episode < config.poisoned_episodes]
-        for part, target in (("good", query_labels), ("poisoned", (query_labels + 1) % n_way)):
-            out[f"log10_volume_{part}"] = torch.full((episodes,), math.nan, dtype=torch.float64)
-            out[f"log10_volume_{part}_se"] = torch.full((episodes,), math.nan, dtype=torch.float64)
-            if keep:
-                rows = torch.tensor(keep)
-                both = net.take(rows)
-                result = split_network(both, both.constraints(torch.cat([labels, target], 1)[rows], n_way), n_way,
-                                       _streams(seed, setting, [ids[i] for i in keep], part, repeats), config.splitting())
-                out[f"log10_volume_{part}"][rows], out[f"log10_volume_{part}_se"][rows] = result.log10, result.se
-                out["stalled"][rows] += result.stalled.double()
+        _add_good_and_poisoned(out, net, labels, query_labels, n_way, ids, config, seed=seed, setting=setting)
     return out
 
 
-def _good_and_poisoned(prior: LogitPrior, labels: torch.Tensor, query_labels: torch.Tensor, n_way: int,
+def _good_and_poisoned(prior: LogitPrior | NetworkPrior, labels: torch.Tensor, query_labels: torch.Tensor, n_way: int,
                        ids: Sequence[int], config: VolumeConfig, *, seed: int,
                        setting: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(log10 volume, its se, stalled) [E] of the heads that fit the support AND classify every query
     correctly ("good") or as the wrong label (y + 1) mod N ("poisoned"); `prior` is over support and
-    query points, the other arguments as `analyze_episodes`."""
+    query points (a logit prior, or a network's weight prior for `model: mlp`), the other arguments as
+    `analyze_episodes`."""
     # One splitting run over both regions (2E problems, each on its own streams): the same numbers as
     # two runs, in the levels of the deeper region alone (the good region finishes early).
     episodes = labels.shape[0]
-    targets = torch.cat([query_labels, (query_labels + 1) % n_way])
     twice = prior.take(torch.arange(episodes).repeat(2))
-    both = Constraints.beat_all(torch.cat([labels.repeat(2, 1), targets], 1), n_way, twice)
-    result = split_volume(twice, both, n_way, _streams(seed, setting, ids, ("good", "poisoned"), config.repeats),
-                          config.splitting())
+    targets = torch.cat([labels.repeat(2, 1), torch.cat([query_labels, (query_labels + 1) % n_way])], 1)
+    streams = _streams(seed, setting, ids, ("good", "poisoned"), config.repeats)
+    if isinstance(twice, NetworkPrior):
+        result = split_network(twice, twice.constraints(targets, n_way), n_way, streams, config.splitting())
+    else:
+        result = split_volume(twice, Constraints.beat_all(targets, n_way, twice), n_way, streams, config.splitting())
     return {part: (result.log10[rows], result.se[rows], result.stalled[rows].double())
             for part, rows in (("good", slice(0, episodes)), ("poisoned", slice(episodes, None)))}
 

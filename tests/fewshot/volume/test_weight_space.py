@@ -165,6 +165,19 @@ def test_good_and_poisoned_volumes_and_the_stored_section_check_on_read():
     assert any("volume.prior.model" in problem for problem in _volume_problems(doc))
 
 
+def test_good_and_poisoned_in_one_run_equal_a_run_per_region():
+    from fewshot.run.volume_analysis import _streams
+    support, labels, query, query_labels = _two_way(9, episodes=2, dim=4, queries=2)
+    config = _mlp_config(8, chains=16, repeats=2, poisoned=True)
+    values = analyze_episodes(support, labels, query, query_labels, 2, [0, 1], config, seed=0, setting="t")
+    net = config.network_prior(torch.cat([support, query], 1))
+    for part, target in (("good", query_labels), ("poisoned", 1 - query_labels)):   # the straightforward way
+        alone = split_network(net, net.constraints(torch.cat([labels, target], 1).long(), 2), 2,
+                              _streams(0, "t", [0, 1], part, config.repeats), config.splitting())
+        assert torch.equal(values[f"log10_volume_{part}"], alone.log10), part
+        assert torch.equal(values[f"log10_volume_{part}_se"], alone.se), part
+
+
 @pytest.mark.parametrize("changes,key", [({"width": 0}, "width"), ({"prior": "gaussian"}, "prior"),
                                          ({"nngp": NNGPSettings(depth=2)}, "nngp.depth"),
                                          ({"matched_loss": "span_norm"}, "matched_loss")])
