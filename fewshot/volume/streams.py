@@ -45,9 +45,9 @@ class Streams:
             return torch.empty((0, *shape), dtype=dtype)
         # Each generator writes its row in place (`out=`): the same draws as stacking them, without the copy.
         out = np.empty((len(chosen), *shape), dtype=np.float64 if dtype == torch.float64 else np.float32)
+        method = "standard_normal" if kind == "randn" else "random"
         for i, row in zip(chosen, out.reshape(len(chosen), -1)):       # rows are views, also for shape ()
-            draw = self.generators[i].standard_normal if kind == "randn" else self.generators[i].random
-            draw(dtype=out.dtype, out=row)
+            getattr(self.generators[i], method)(dtype=out.dtype, out=row)
         return torch.from_numpy(out)
 
     def randn(self, shape: tuple[int, ...], index: torch.Tensor | None = None,

@@ -6,6 +6,7 @@ import torch
 import fewshot.run.volume_analysis as analysis
 from fewshot.results.document import HeadResult
 from fewshot.run.volume_analysis import analyze_episodes, summarize_volume
+from fewshot.volume import Constraints, split_volume
 from fewshot.volume.config import VolumeConfig
 from fewshot.report.volume_tables import plot_volume, volume_markdown
 
@@ -64,7 +65,6 @@ def test_good_and_poisoned_volumes_on_the_first_episodes_only():
 
 
 def test_good_and_poisoned_in_one_run_equal_two_separate_runs():
-    from fewshot.volume import Constraints, split_volume
     s, y, q, qy = _episodes()
     prior = CONFIG.logit_prior(torch.cat([s, q], 1))
     merged = analysis._good_and_poisoned(prior, y, qy, 3, [0, 1, 2, 3], CONFIG, seed=0, setting="t")

@@ -11,7 +11,7 @@ import torch
 from episodes.errors import UserError
 from fewshot.results.document import HeadResult
 from fewshot.results.verify import _volume_problems
-from fewshot.run.volume_analysis import analyze_episodes, summarize_volume
+from fewshot.run.volume_analysis import _streams, analyze_episodes, summarize_volume
 from fewshot.volume import Constraints, LogitPrior, SplittingSettings, Streams, split_volume
 from fewshot.volume.config import VolumeConfig
 from fewshot.volume.nngp import NNGPSettings
@@ -166,7 +166,6 @@ def test_good_and_poisoned_volumes_and_the_stored_section_check_on_read():
 
 
 def test_good_and_poisoned_in_one_run_equal_a_run_per_region():
-    from fewshot.run.volume_analysis import _streams
     support, labels, query, query_labels = _two_way(9, episodes=2, dim=4, queries=2)
     config = _mlp_config(8, chains=16, repeats=2, poisoned=True)
     values = analyze_episodes(support, labels, query, query_labels, 2, [0, 1], config, seed=0, setting="t")
