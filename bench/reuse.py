@@ -6,7 +6,7 @@ second run finds the stored checkpoint and the cached features, and only fits th
 Prints both wall times and their ratio (goal: second < 1/3 of first on the demo).
 
     python bench/reuse.py                                      # the demo (minutes)
-    python bench/reuse.py pretrain.epochs=1 episodes.count=100 # a quick look
+    python bench/reuse.py pretrain.epochs=1 pretrain.warmup_epochs=0 episodes.count=100 # a quick look
 """
 from __future__ import annotations
 

@@ -19,18 +19,20 @@ from fewshot.typed import build_dataclass, coerce, parse_override, read_yaml, se
 from fewshot.volume.config import VolumeConfig
 
 # The demo's heads; pattern search runs both with the first-fit stop and on to a support loss of 0.1.
+# max_margin runs first: its solves then serve every head's max-margin diagnostic (`remembered_dual`).
 DEFAULT_HEADS: dict[str, dict[str, Any]] = {
-    "sgd": {}, "pattern_search": {}, "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
-    "logistic_regression": {}, "prototype": {}, "swa": {}, "max_margin": {}, "poisoned": {},
+    "max_margin": {}, "sgd": {}, "pattern_search": {},
+    "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
+    "logistic_regression": {}, "prototype": {}, "swa": {}, "poisoned": {},
     "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian",
                           "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 1000}},
     # An evolution strategy next to pattern search and SGD: diagonal CMA-ES, budget sized to the demo's time.
     "blackbox_cma": {"head": "blackbox", "library": "torch", "optimizer": "sep_cma", "budget": 1000, "population": 10}}
-# The demo's volume analysis: first 100 episodes per setting, good/poisoned volumes on the first
-# 8 of them, sized to fit its time budget (see docs/volume.md). Blocks of 10 points:
+# The demo's volume analysis: first 50 episodes per setting, good/poisoned volumes on the first
+# 4 of them, sized to fit its time budget (see docs/volume.md). Blocks of 10 points:
 # whole-column moves fail on the 100-point poisoned polytopes (runs stall or die).
-DEMO_VOLUME = {"enabled": True, "episodes": 100, "chains": 48, "repeats": 2, "sweeps": 1, "level_fraction": 0.6,
-               "max_levels": 1000, "block_size": 10, "poisoned": True, "poisoned_episodes": 8}
+DEMO_VOLUME = {"enabled": True, "episodes": 50, "chains": 48, "repeats": 2, "sweeps": 1, "level_fraction": 0.6,
+               "max_levels": 1000, "block_size": 10, "poisoned": True, "poisoned_episodes": 4}
 
 
 @dataclass
@@ -76,7 +78,9 @@ class Config:
     name: str = "demo"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(width=0.5))
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=15, flip=False, crop_padding=0))
+    # A one-epoch warm-up: without it the demo's first five epochs sit at chance (docs/speed.md).
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=11, warmup_epochs=1, flip=False,
+                                                                            crop_padding=0))
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_HEADS))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from episodes.errors import fail
 from episodes.io import atomic_write_text
@@ -23,7 +23,7 @@ __all__ = ["EXTRA_TABLES", "SECTIONS", "ReportData", "ReportTable", "build_repor
 
 
 def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, title: str = "fewshot report",
-                 written: str | None = None) -> str:
+                 written: str | None = None, figures: Mapping[str, bytes] | None = None) -> str:
     """The report of some results documents as one HTML string.
 
     Args:
@@ -32,6 +32,7 @@ def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, 
         sources: where each document came from (file names).
         title: the page title.
         written: when the report was written, as shown under the title (default: now, UTC).
+        figures: plots already rendered from `docs` (`ReportData.figures`), embedded instead of drawn again.
     """
     if not docs:
         raise fail("There is nothing to report: no results files were given.",
@@ -39,7 +40,8 @@ def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, 
     sources = list(sources) if sources is not None else [f"results #{i + 1}" for i in range(len(docs))]
     if len(set(sources)) < len(sources):  # rows find their document by source, so make them unique
         sources = [f"{source} #{i + 1}" for i, source in enumerate(sources)]
-    data = ReportData(docs=list(docs), sources=sources, rows=merge(docs, sources=sources, allow_mismatch=True))
+    data = ReportData(docs=list(docs), sources=sources, rows=merge(docs, sources=sources, allow_mismatch=True),
+                      figures=dict(figures or {}))
     sections = []
     for builder in SECTIONS:
         built = builder(data)
@@ -51,6 +53,7 @@ def build_report(docs: Sequence[dict], *, sources: Iterable[str] | None = None, 
 
 
 def write_report(docs: Sequence[dict], path: str | os.PathLike, *, sources: Iterable[str] | None = None,
-                 title: str = "fewshot report", written: str | None = None) -> Path:
+                 title: str = "fewshot report", written: str | None = None,
+                 figures: Mapping[str, bytes] | None = None) -> Path:
     """Write `build_report(...)` atomically to `path` (usually `<run dir>/report.html`)."""
-    return atomic_write_text(path, build_report(docs, sources=sources, title=title, written=written))
+    return atomic_write_text(path, build_report(docs, sources=sources, title=title, written=written, figures=figures))

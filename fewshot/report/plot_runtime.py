@@ -8,14 +8,10 @@ statistics of the results file (`fewshot.results.runtimes`); heads without runti
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 from typing import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from episodes.io import atomic_write_bytes
 
 
 def has_runtimes(docs: Sequence[dict]) -> bool:
@@ -51,8 +47,3 @@ def render_runtime(docs: Sequence[dict], dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-def plot_runtime(docs: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Write `runtime.png` atomically."""
-    return atomic_write_bytes(path, render_runtime(docs))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 from fewshot.results.bands import band_cell, band_name
 from fewshot.report.leaderboard import MISMATCH_MARK, PAIRED_BAND_NOTE, LeaderboardRow, paired_band_table
@@ -31,11 +31,14 @@ class ReportData:
         docs: results documents.
         sources: where each came from (file names), same order.
         rows: `fewshot.report.leaderboard.merge` rows of all documents (mismatched episodes allowed, marked).
+        figures: PNG bytes already rendered from these documents (`accuracy`, `runtime`, `volume`: a run
+            folder's plots), embedded as they are instead of drawn a second time.
     """
 
     docs: Sequence[dict]
     sources: Sequence[str]
     rows: Sequence[LeaderboardRow]
+    figures: Mapping[str, bytes] = field(default_factory=dict)
 
     def head(self, row: LeaderboardRow) -> dict:
         """The results-file entry a leaderboard row came from."""
@@ -119,7 +122,7 @@ def leaderboard(data: ReportData) -> tuple[str, str]:
 
 def accuracy_plot(data: ReportData) -> tuple[str, str]:
     """The accuracy ± CI95 plot of every head (the run's accuracy.png)."""
-    png = render_accuracy(data.docs, "png", sources=data.sources, dpi=DPI)
+    png = data.figures.get("accuracy") or render_accuracy(data.docs, "png", sources=data.sources, dpi=DPI)
     return "Accuracy", image_html(png, "query accuracy of every head with 95% confidence intervals",
                                   "Mean query accuracy over episodes ± 95% confidence interval (Student t).")
 
@@ -129,7 +132,7 @@ def runtime_profiles(data: ReportData) -> tuple[str, str] | None:
     if not has_runtimes(data.docs):
         return None
     return "Runtime profiles", image_html(
-        render_runtime(data.docs, dpi=DPI), "runtime ECDF and data profile of every searching head",
+        data.figures.get("runtime") or render_runtime(data.docs, dpi=DPI), "runtime ECDF and data profile of every searching head",
         "Left: fraction of (episode, loss target) pairs reached within t loss evaluations (COCO runtime ECDF; "
         "pairs never reached stay in the denominator). Right: the same over simplex gradients, t / (P + 1) "
         "(Moré-Wild data profile, with the fixed loss targets as the convergence test).")
@@ -247,7 +250,8 @@ def volumes(data: ReportData) -> tuple[str, str] | None:
                "over all fitting heads (grey)." if matched else
                "Left: accuracy distribution of the heads that fit the support set, by prior volume, with each "
                "head's mean. Right: log10 volume with correct vs poisoned queries.")
-    parts.append(image_html(render_volume(docs, "png", dpi=DPI), "volume-weighted accuracy of the fitting heads",
+    png = data.figures.get("volume") or render_volume(docs, "png", dpi=DPI)
+    parts.append(image_html(png, "volume-weighted accuracy of the fitting heads",
                             caption))
     return "Volume lab", "".join(parts)
 

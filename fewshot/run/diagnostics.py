@@ -53,16 +53,14 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import OrderedDict
 
 import torch
 
 from episodes.errors import fail
 from fewshot.heads.base import HeadFit, HeadOptimizer
 from fewshot.heads.common import linear_accuracy, linear_loss
-from fewshot.heads.crammer_singer import solve_dual
+from fewshot.heads.crammer_singer import remembered_dual
 from fewshot.heads.losses import decision_loss
 from fewshot.heads.max_margin import MaxMarginHead
 from fewshot.heads.span import SupportSpan
@@ -74,8 +72,6 @@ LINEAR_ONLY = {"normalized_margin": _SPAN, "max_margin_cosine": _SPAN + " (the m
                **{f"{kind}_loss": "normalized by the norm of a linear head's weights" for kind in NORMALIZED_LOSSES},
                **{f"local_volume_r{r:g}": _SPAN + " (perturbations in the support span)" for r in VOLUME_RADII},
                "sharpness": _SPAN, "asymmetry": _SPAN}
-_REFERENCE_CACHE: OrderedDict[str, torch.Tensor] = OrderedDict()
-_REFERENCE_CACHE_SIZE = 64   # chunks of episodes: heads loop over all chunks of a setting in turn
 
 
 def absent_diagnostics(fit: HeadFit) -> dict[str, str]:
@@ -207,17 +203,9 @@ def _normalized_loss_rises(span: SupportSpan, coords: torch.Tensor, norm: torch.
 
 def _max_margin_alpha(span: SupportSpan, labels: torch.Tensor, n_way: int) -> torch.Tensor:
     """Dual coefficients [E, S, N] of the max-margin head (hard margin where G has full rank, else
-    the `max_margin` head's default soft margin), cached by content for the other heads."""
-    digest = hashlib.sha1(span.gram.cpu().numpy().tobytes())
-    digest.update(labels.cpu().numpy().tobytes())
-    key = f"{n_way}/{digest.hexdigest()}"
-    if key in _REFERENCE_CACHE:
-        _REFERENCE_CACHE.move_to_end(key)
-        return _REFERENCE_CACHE[key]
+    the `max_margin` head's default soft margin): the solve of a `max_margin` head or another head's
+    diagnostics on the same chunk where there was one (`remembered_dual`)."""
     settings = MaxMarginHead.Config()
     C = torch.where(span.full_rank, math.inf, settings.C).to(span.gram)
-    alpha, _, _ = solve_dual(span.gram, labels, n_way, C, tol=settings.tol, max_iter=settings.max_iter)
-    _REFERENCE_CACHE[key] = alpha
-    if len(_REFERENCE_CACHE) > _REFERENCE_CACHE_SIZE:
-        _REFERENCE_CACHE.popitem(last=False)
+    alpha, _, _ = remembered_dual(span.gram, labels, n_way, C, tol=settings.tol, max_iter=settings.max_iter)
     return alpha

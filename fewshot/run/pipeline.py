@@ -14,19 +14,19 @@ from backbones.checkpoint import checkpoint_sha256, load_checkpoint
 from backbones.features import extract_features
 from episodes import EpisodeSampler, FewShotDataset, resolve_data_root
 from episodes.errors import fail
-from episodes.io import atomic_write_text
+from episodes.io import atomic_write_bytes, atomic_write_text
 from fewshot.config import Config, config_to_dict
 from backbones.distributed import Ranks, barrier, gather_objects
 from fewshot.run.evaluate import evaluate_heads
 from fewshot.run.features import FeatureCache, cache_key
 from fewshot.report.leaderboard import ORACLE_MARK, merge, to_markdown
-from fewshot.report.plot import plot_accuracy
-from fewshot.report.plot_runtime import has_runtimes, plot_runtime
+from fewshot.report.plot import render_accuracy
+from fewshot.report.plot_runtime import has_runtimes, render_runtime
 from fewshot.report import write_report
 from fewshot.results.document import build_results, results_filename, write_csv, write_results
 from fewshot.run.runlock import claimed_results, foreign_results
 from fewshot.run.volume_analysis import analyze_volume
-from fewshot.report.volume_tables import plot_volume
+from fewshot.report.volume_tables import render_volume
 
 IMAGE_PREPROCESSING = "backbones.augment.to_float/v1"
 
@@ -196,12 +196,14 @@ def export(docs: list[dict[str, Any]], run: RunContext) -> None:
     """results.csv, leaderboard.md, accuracy.png and a summary table of a run's results."""
     write_csv(run.output_dir / "results.csv", docs)
     atomic_write_text(run.output_dir / "leaderboard.md", to_markdown(merge(docs), docs))
-    plot_accuracy(docs, run.output_dir / "accuracy.png")
+    figures = {"accuracy": render_accuracy(docs, "png")}
     if has_runtimes(docs):
-        plot_runtime(docs, run.output_dir / "runtime.png")
+        figures["runtime"] = render_runtime(docs)
     if any("volume" in doc for doc in docs):
-        plot_volume(docs, run.output_dir / "volume.png")
-    write_report(docs, run.output_dir / "report.html")
+        figures["volume"] = render_volume(docs, "png")
+    for name, png in figures.items():
+        atomic_write_bytes(run.output_dir / f"{name}.png", png)
+    write_report(docs, run.output_dir / "report.html", figures=figures)   # the same plots, drawn once
     table = Table(title=f"Results in {run.output_dir}")
     for column in ("setting", "head", "accuracy %", "± ci95", "fit s"):
         table.add_column(column, justify="right" if column != "head" else "left")

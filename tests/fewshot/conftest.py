@@ -84,7 +84,7 @@ def fast_config(tmp_path_factory, tiny_dataset) -> Path:
 name: fast
 dataset: {{name: image_folder, path: {tiny_dataset}, image_size: 16}}
 backbone: {{name: resnet12, width: 0.125}}
-pretrain: {{epochs: 1, batch_size: 16, lr: 0.05, checkpoint_every: 0, val_episodes: 0, bf16: false}}
+pretrain: {{epochs: 1, warmup_epochs: 0, batch_size: 16, lr: 0.05, checkpoint_every: 0, val_episodes: 0, bf16: false}}
 episodes: {{n_way: 3, k_shot: [1, 2], n_query: 4, count: 10, seed: 5}}
 heads: {{prototype: {{}}}}
 """)

@@ -44,3 +44,9 @@ def test_the_matched_config_runs_the_matched_comparison_on_the_demo_pretraining(
     demo, matched = config_to_dict(Config()), config_to_dict(config)
     for section in ("dataset", "backbone", "pretrain", "features"):
         assert matched[section] == demo[section], section
+
+
+def test_the_seed_protocol_config_reuses_the_demo_checkpoint():
+    demo, seed = config_to_dict(Config()), config_to_dict(load_config(PATH.with_name("seed_protocol.yaml")))
+    for section in ("dataset", "backbone", "pretrain", "features"):   # `fewshot evaluate --checkpoint` of the demo's
+        assert seed[section] == demo[section], section

@@ -25,7 +25,7 @@ def grid(tmp_path_factory, tiny_dataset) -> Path:
 name: tiny
 dataset: {{name: image_folder, path: {tiny_dataset}, image_size: 16}}
 backbone: {{name: resnet12, width: 0.125}}
-pretrain: {{epochs: 1, batch_size: 16, lr: 0.05, checkpoint_every: 0, val_episodes: 0}}
+pretrain: {{epochs: 1, warmup_epochs: 0, batch_size: 16, lr: 0.05, checkpoint_every: 0, val_episodes: 0}}
 episodes: {{n_way: 3, k_shot: [1], n_query: 4, count: 40, seed: 0}}
 heads: {{prototype: {{}}}}
 """)

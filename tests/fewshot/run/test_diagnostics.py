@@ -271,3 +271,32 @@ def test_asking_a_network_fit_for_a_linear_only_diagnostic_names_the_fix():
         diagnose(head, fit, support, labels, generator=gen(), names=["local_volume_r0.5", "weight_norm"])
     assert "model: linear" in str(error.value)
     assert set(diagnose(head, fit, support, labels, generator=gen(), names=["weight_norm"])) == {"weight_norm"}
+
+
+def test_the_max_margin_reference_reuses_the_max_margin_heads_solve(monkeypatch):
+    from fewshot.heads import crammer_singer
+
+    support, labels = episodes(count=4, seed=5)
+    head = get_head("max_margin")
+    fit = head.fit(support, labels, 3, generator=gen())
+    solves, solve = [], crammer_singer.solve_dual
+    monkeypatch.setattr(crammer_singer, "solve_dual", lambda *a, **k: solves.append(1) or solve(*a, **k))
+    reused = diagnose(head, fit, support, labels, generator=gen(1))
+    assert solves == []                                            # the head's solve served the reference
+    assert torch.allclose(reused["max_margin_cosine"], torch.ones(4), atol=1e-4)
+    crammer_singer._SOLVED.clear()
+    solved = diagnose(head, fit, support, labels, generator=gen(1))
+    assert solves == [1]                                           # nothing remembered: solved again
+    assert all(torch.equal(reused[name], solved[name]) for name in KEYS)
+
+
+def test_a_remembered_solve_is_handed_out_as_copies():
+    from fewshot.heads import crammer_singer
+
+    support, labels = episodes(count=4, seed=6)
+    gram = SupportSpan.of(support).gram
+    C = torch.full((4,), math.inf, dtype=gram.dtype)
+    alpha, _, _ = crammer_singer.solve_dual(gram, labels, 3, C)
+    kept = alpha.clone()
+    crammer_singer.remembered_dual(gram, labels, 3, C)[0].zero_()
+    assert torch.equal(crammer_singer.remembered_dual(gram, labels, 3, C)[0], kept)

@@ -1,4 +1,5 @@
 """A second `fewshot benchmark` with the same pretraining reuses the stored checkpoint; run labels."""
+import base64
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def benchmark(config: Path, out: Path, data_root: Path, *extra: str) -> int:
 def runs(tmp_path_factory, tiny_config):
     """The same config twice, then once with --retrain."""
     root = tmp_path_factory.mktemp("reuse")
-    quick = ["pretrain.epochs=1", "episodes.count=20"]
+    quick = ["pretrain.epochs=1", "pretrain.warmup_epochs=0", "episodes.count=20"]
     assert benchmark(tiny_config, root / "first", root / "data", "--quiet", *quick) == 0
     assert benchmark(tiny_config, root / "second", root / "data", "--label", "second try", *quick) == 0
     assert benchmark(tiny_config, root / "retrained", root / "data", "--quiet", "--retrain", *quick) == 0
@@ -47,6 +48,10 @@ def test_every_run_writes_its_report(runs):
     for run in ("first", "second", "retrained"):
         page = (root / run / "report.html").read_text()
         assert "3-way 1-shot" in page and "data:image/png;base64," in page
+        plots = sorted((root / run).glob("*.png"))
+        assert "accuracy.png" in [plot.name for plot in plots]
+        for plot in plots:   # the run folder's plots, embedded as written
+            assert base64.b64encode(plot.read_bytes()).decode("ascii") in page, plot.name
     assert "second try" in (root / "second" / "report.html").read_text()
 
 
