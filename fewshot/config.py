@@ -25,7 +25,7 @@ DEFAULT_HEADS: dict[str, dict[str, Any]] = {
     "pattern_search_loss0.1": {"head": "pattern_search", "loss_threshold": 0.1},
     "logistic_regression": {}, "prototype": {}, "swa": {}, "poisoned": {},
     "guess_check_exact": {"head": "guess_check", "method": "exact", "distribution": "gaussian",
-                          "exact": {"chains": 16, "repeats": 2, "sweeps": 1, "max_levels": 1000}},
+                          "exact": {"chains": 8, "repeats": 2, "sweeps": 1, "max_levels": 1000}},
     # An evolution strategy next to pattern search and SGD: diagonal CMA-ES, budget sized to the demo's time.
     "blackbox_cma": {"head": "blackbox", "library": "torch", "optimizer": "sep_cma", "budget": 1000, "population": 10}}
 # The demo's volume analysis: first 50 episodes per setting, good/poisoned volumes on the first
@@ -79,7 +79,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(width=0.5))
     # A one-epoch warm-up: without it the demo's first five epochs sit at chance (docs/speed.md).
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=11, warmup_epochs=1, flip=False,
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=10, warmup_epochs=1, flip=False,
                                                                             crop_padding=0))
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
