@@ -131,8 +131,9 @@ def runtime_profiles(data: ReportData) -> tuple[str, str] | None:
     """The runtime ECDF and data profiles of the searching heads (the run's runtime.png)."""
     if not has_runtimes(data.docs):
         return None
+    png = data.figures.get("runtime") or render_runtime(data.docs, dpi=DPI)
     return "Runtime profiles", image_html(
-        data.figures.get("runtime") or render_runtime(data.docs, dpi=DPI), "runtime ECDF and data profile of every searching head",
+        png, "runtime ECDF and data profile of every searching head",
         "Left: fraction of (episode, loss target) pairs reached within t loss evaluations (COCO runtime ECDF; "
         "pairs never reached stay in the denominator). Right: the same over simplex gradients, t / (P + 1) "
         "(Moré-Wild data profile, with the fixed loss targets as the convergence test).")
@@ -251,8 +252,7 @@ def volumes(data: ReportData) -> tuple[str, str] | None:
                "Left: accuracy distribution of the heads that fit the support set, by prior volume, with each "
                "head's mean. Right: log10 volume with correct vs poisoned queries.")
     png = data.figures.get("volume") or render_volume(docs, "png", dpi=DPI)
-    parts.append(image_html(png, "volume-weighted accuracy of the fitting heads",
-                            caption))
+    parts.append(image_html(png, "volume-weighted accuracy of the fitting heads", caption))
     return "Volume lab", "".join(parts)
 
 

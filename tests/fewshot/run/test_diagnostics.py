@@ -13,7 +13,7 @@ from fewshot.results.document import HeadResult, build_results, read_results, re
 from fewshot.results.verify import content_digest
 from fewshot.run.diagnostics import LINEAR_ONLY, VOLUME_RADII, absent_diagnostics, diagnose
 from fewshot.run.evaluate import evaluate_chunk
-from fewshot.heads import HeadFit, get_head
+from fewshot.heads import HeadFit, crammer_singer, get_head
 from fewshot.heads.span import SupportSpan, span_norm
 
 KEYS = {"support_loss", "support_accuracy", "weight_norm", "sparsity", "normalized_margin", "max_margin_cosine",
@@ -274,8 +274,6 @@ def test_asking_a_network_fit_for_a_linear_only_diagnostic_names_the_fix():
 
 
 def test_the_max_margin_reference_reuses_the_max_margin_heads_solve(monkeypatch):
-    from fewshot.heads import crammer_singer
-
     support, labels = episodes(count=4, seed=5)
     head = get_head("max_margin")
     fit = head.fit(support, labels, 3, generator=gen())
@@ -291,8 +289,6 @@ def test_the_max_margin_reference_reuses_the_max_margin_heads_solve(monkeypatch)
 
 
 def test_a_remembered_solve_is_handed_out_as_copies():
-    from fewshot.heads import crammer_singer
-
     support, labels = episodes(count=4, seed=6)
     gram = SupportSpan.of(support).gram
     C = torch.full((4,), math.inf, dtype=gram.dtype)
